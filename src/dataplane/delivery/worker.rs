@@ -1,0 +1,315 @@
+//! One endpoint's delivery loop: pull its jobs, send up to `maxInFlight` at once, record each
+//! attempt, then acknowledge, schedule the retry, or dead-letter.
+//!
+//! Every endpoint has its own durable consumer, so a slow or failing endpoint only ever holds
+//! its own jobs; a retry is a delayed redelivery (`NAK` with delay), not a sleeping task.
+
+use std::{
+    num::NonZeroU32,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use futures::StreamExt;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use jiff::Timestamp;
+use tokio::{sync::watch, task::JoinSet, time::Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::{DeliveryContext, EndpointState, attempt, backoff::retry_delay};
+use crate::{
+    dataplane::{
+        attempt_log::{AttemptRecord, Outcome},
+        job::{DeadLetter, Job},
+        publisher,
+        topology::{JOBS_STREAM, delivery_consumer, job_subject},
+    },
+    metrics::{AttemptLabels, EndpointLabels, Metrics},
+    model::{EndpointConfig, EndpointKey},
+};
+
+/// How long one pull waits for jobs before the loop re-reads its configuration.
+const PULL_EXPIRY: Duration = Duration::from_secs(2);
+/// Slack on top of the request timeout before JetStream redelivers an unacknowledged job.
+/// Short, because it is also how long the jobs of a crashed process wait to come back.
+const ACK_SLACK: Duration = Duration::from_secs(5);
+
+pub async fn run(
+    ctx: Arc<DeliveryContext>,
+    key: EndpointKey,
+    mut state: watch::Receiver<Arc<EndpointState>>,
+    pending: Arc<AtomicU64>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            result = serve(&ctx, &key, &mut state, &pending) => {
+                if let Err(error) = result {
+                    tracing::warn!(endpoint = %key, %error, "delivery loop interrupted; retrying");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn serve(
+    ctx: &Arc<DeliveryContext>,
+    key: &EndpointKey,
+    state_rx: &mut watch::Receiver<Arc<EndpointState>>,
+    pending: &AtomicU64,
+) -> Result<(), String> {
+    let mut state = state_rx.borrow_and_update().clone();
+    let mut consumer = ensure_consumer(&ctx.js, key, &state.config).await?;
+    let mut limiter = rate_limiter(&state.config);
+    // Dropping the set aborts attempts in flight; their jobs were not acknowledged and return.
+    let mut in_flight = JoinSet::new();
+    let mut pending_checked: Option<Instant> = None;
+    loop {
+        let next = state_rx.borrow_and_update().clone();
+        if !Arc::ptr_eq(&next, &state) {
+            if next.config.timeout != state.config.timeout {
+                consumer = ensure_consumer(&ctx.js, key, &next.config).await?;
+            }
+            if next.config.rate_limit != state.config.rate_limit {
+                limiter = rate_limiter(&next.config);
+            }
+            state = next;
+        }
+        if pending_checked.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+            let info = consumer.info().await.map_err(|e| e.to_string())?;
+            pending.store(
+                info.num_pending + info.num_ack_pending as u64,
+                Ordering::Relaxed,
+            );
+            pending_checked = Some(Instant::now());
+        }
+        if state.config.paused || state.keys.is_err() {
+            if let Err(problem) = &state.keys {
+                tracing::warn!(endpoint = %key, %problem, "not delivering: no usable signing key");
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(5), state_rx.changed()).await;
+            continue;
+        }
+        while in_flight.try_join_next().is_some() {}
+        let max_in_flight = state.config.max_in_flight as usize;
+        while in_flight.len() >= max_in_flight {
+            in_flight.join_next().await;
+        }
+        let mut want = max_in_flight - in_flight.len();
+        if let Some(rate) = &state.config.rate_limit {
+            // Pulled jobs wait for the limiter; keep that wait well inside the ack deadline.
+            want = want.min(rate.burst.max(1) as usize);
+        }
+        let mut batch = consumer
+            .batch()
+            .max_messages(want)
+            .expires(PULL_EXPIRY)
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        while let Some(message) = batch.next().await {
+            let message = message.map_err(|e| e.to_string())?;
+            if let Some(limiter) = &limiter {
+                let waited = Instant::now();
+                limiter.until_ready().await;
+                if waited.elapsed() > ACK_SLACK / 2 {
+                    // Keep the job ours while it waited for the rate limiter.
+                    let _ = message.ack_with(AckKind::Progress).await;
+                }
+            }
+            in_flight.spawn(deliver(ctx.clone(), key.clone(), state.clone(), message));
+        }
+    }
+}
+
+async fn ensure_consumer(
+    js: &jetstream::Context,
+    key: &EndpointKey,
+    config: &EndpointConfig,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, String> {
+    let name = delivery_consumer(key);
+    js.create_consumer_on_stream(
+        pull::Config {
+            durable_name: Some(name),
+            filter_subject: job_subject(key),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: config.timeout + ACK_SLACK,
+            // Attempts are counted and capped by us (maxAttempts); JetStream never gives up.
+            max_deliver: -1,
+            // Jobs waiting for their retry count here; large enough that a failing endpoint's
+            // retries never starve its fresh jobs.
+            max_ack_pending: 20_000,
+            ..Default::default()
+        },
+        JOBS_STREAM,
+    )
+    .await
+    .map_err(|e| format!("creating consumer for {key}: {e}"))
+}
+
+fn rate_limiter(config: &EndpointConfig) -> Option<DefaultDirectRateLimiter> {
+    let rate = config.rate_limit?;
+    let per_second = NonZeroU32::new(rate.requests_per_second)?;
+    let burst = NonZeroU32::new(rate.burst).unwrap_or(per_second);
+    Some(RateLimiter::direct(
+        Quota::per_second(per_second).allow_burst(burst),
+    ))
+}
+
+/// Delivers one job and settles it. Every path ends in ack, delayed NAK, or (on an internal
+/// error) a short NAK so the job comes back: a job is never dropped.
+async fn deliver(
+    ctx: Arc<DeliveryContext>,
+    key: EndpointKey,
+    state: Arc<EndpointState>,
+    message: jetstream::Message,
+) {
+    let attempt = message
+        .info()
+        .map(|i| i.delivered.max(1) as u32)
+        .unwrap_or(1);
+    let job = match Job::from_message(message.headers.as_ref(), message.payload.clone()) {
+        Ok(job) => job,
+        Err(error) => {
+            tracing::error!(endpoint = %key, %error, "discarding malformed delivery job");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let Ok(keys) = &state.keys else {
+        let _ = message
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+            .await;
+        return;
+    };
+    let config = &state.config;
+    let policy = &config.retry;
+    let age = |at: Timestamp| at.duration_since(job.published).unsigned_abs();
+
+    let now = Timestamp::now();
+    let (record, delay) = if age(now) > policy.max_age {
+        let why = format!(
+            "event is older than maxAge {}",
+            crate::model::duration::format(policy.max_age)
+        );
+        (
+            AttemptRecord::rejected(&job, "MaxAgeExceeded", why, now),
+            None,
+        )
+    } else {
+        let report = attempt::send(&ctx.client, config, keys, &job).await;
+        let finished = Timestamp::now();
+        observe(&ctx.metrics, &key, &report, &job, finished);
+        let mut delay = None;
+        let outcome = if report.succeeded() {
+            Outcome::Delivered
+        } else if !report.retryable() || attempt >= policy.max_attempts {
+            Outcome::DeadLettered
+        } else {
+            let wait = retry_delay(policy, attempt, report.retry_after);
+            let next = finished + wait;
+            if age(next) > policy.max_age {
+                Outcome::DeadLettered
+            } else {
+                delay = Some(wait);
+                Outcome::Retrying {
+                    next_attempt_time: next,
+                }
+            }
+        };
+        let record = AttemptRecord {
+            time: finished,
+            event_id: job.event_id.clone(),
+            event_type: job.event_type.clone(),
+            attempt,
+            result: report.result,
+            reason: report.reason,
+            status_code: report.status_code,
+            duration_ms: report.duration.as_millis() as u64,
+            error: report.error,
+            response_body: report.response_body,
+            outcome,
+        };
+        (record, delay)
+    };
+
+    if let Err(error) = settle(&ctx, &key, &job, &record).await {
+        tracing::warn!(endpoint = %key, event_id = %job.event_id, %error, "could not record attempt; job will be retried");
+        let _ = message
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+            .await;
+        return;
+    }
+    let ack = match delay {
+        Some(delay) => message.ack_with(AckKind::Nak(Some(delay))).await,
+        None => message.ack().await,
+    };
+    if let Err(error) = ack {
+        tracing::warn!(endpoint = %key, event_id = %job.event_id, %error, "acknowledgement lost; the job may be delivered again");
+    }
+}
+
+/// Stores what happened durably before the job is acknowledged: dead letter first, then the log.
+async fn settle(
+    ctx: &DeliveryContext,
+    key: &EndpointKey,
+    job: &Job,
+    record: &AttemptRecord,
+) -> Result<(), publisher::PublishError> {
+    if record.outcome == Outcome::DeadLettered {
+        let letter = DeadLetter {
+            reason: record
+                .reason
+                .clone()
+                .unwrap_or_else(|| record.result.as_label().into()),
+            message: record.error.clone().unwrap_or_default(),
+            status_code: record.status_code,
+            attempts: record.attempt,
+            time: record.time,
+        };
+        publisher::dead_letter(&ctx.js, key, job, &letter).await?;
+        let labels = EndpointLabels {
+            tenant: key.tenant.clone(),
+            endpoint: ctx.metrics.endpoint_label(&key.name),
+        };
+        ctx.metrics.dead_lettered.get_or_create(&labels).inc();
+        tracing::warn!(endpoint = %key, event_id = %job.event_id, reason = ?letter.reason, attempts = letter.attempts, "dead-lettered");
+    }
+    publisher::record_attempt(&ctx.js, key, record).await
+}
+
+fn observe(
+    metrics: &Metrics,
+    key: &EndpointKey,
+    report: &attempt::AttemptReport,
+    job: &Job,
+    finished: Timestamp,
+) {
+    let tenant = Metrics::tenant(&key.tenant);
+    let labels = AttemptLabels {
+        tenant: key.tenant.clone(),
+        endpoint: metrics.endpoint_label(&key.name),
+        result: report.result.as_label(),
+    };
+    metrics.delivery_attempts.get_or_create(&labels).inc();
+    metrics
+        .delivery_duration
+        .get_or_create(&tenant)
+        .observe(report.duration.as_secs_f64());
+    if report.succeeded() {
+        let latency = finished
+            .duration_since(job.published)
+            .as_secs_f64()
+            .max(0.0);
+        metrics
+            .delivery_latency
+            .get_or_create(&tenant)
+            .observe(latency);
+    }
+}

@@ -1,0 +1,131 @@
+//! Delivery jobs and dead letters as JetStream messages.
+//!
+//! The payload travels as the message body, unchanged; the event's metadata travels in headers,
+//! so a job never needs re-encoding and a dead letter can be replayed as it is.
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use jiff::Timestamp;
+
+pub const EVENT_ID: &str = "Webhook-Event-Id";
+pub const EVENT_TYPE: &str = "Webhook-Event-Type";
+pub const PUBLISHED: &str = "Webhook-Published";
+pub const CONTENT_TYPE: &str = "Content-Type";
+pub const DEAD_REASON: &str = "Webhook-Dead-Reason";
+pub const DEAD_MESSAGE: &str = "Webhook-Dead-Message";
+pub const DEAD_STATUS: &str = "Webhook-Dead-Status";
+pub const DEAD_ATTEMPTS: &str = "Webhook-Dead-Attempts";
+pub const DEAD_TIME: &str = "Webhook-Dead-Time";
+
+/// One event on its way to one endpoint.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub event_id: String,
+    pub event_type: String,
+    pub content_type: String,
+    /// When the event reached the events stream; retry age and latency count from here.
+    pub published: Timestamp,
+    pub payload: Bytes,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("delivery job is missing header {0}")]
+pub struct MissingHeader(&'static str);
+
+impl Job {
+    /// Headers of the job message. `Nats-Msg-Id` makes re-publication by a restarted router a no-op.
+    pub fn headers(&self, endpoint: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("{}:{endpoint}", self.event_id).as_str(),
+        );
+        headers.insert(EVENT_ID, self.event_id.as_str());
+        headers.insert(EVENT_TYPE, self.event_type.as_str());
+        headers.insert(CONTENT_TYPE, self.content_type.as_str());
+        headers.insert(PUBLISHED, self.published.to_string().as_str());
+        headers
+    }
+
+    pub fn from_message(
+        headers: Option<&HeaderMap>,
+        payload: Bytes,
+    ) -> Result<Self, MissingHeader> {
+        let get = |name: &'static str| {
+            headers
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_owned())
+                .ok_or(MissingHeader(name))
+        };
+        Ok(Self {
+            event_id: get(EVENT_ID)?,
+            event_type: get(EVENT_TYPE)?,
+            content_type: get(CONTENT_TYPE)?,
+            published: get(PUBLISHED)?
+                .parse()
+                .map_err(|_| MissingHeader(PUBLISHED))?,
+            payload,
+        })
+    }
+}
+
+/// Why an event was given up on for an endpoint.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub reason: String,
+    pub message: String,
+    pub status_code: Option<u16>,
+    pub attempts: u32,
+    pub time: Timestamp,
+}
+
+impl DeadLetter {
+    /// Headers of the dead-letter message: the job's own plus the last failure.
+    pub fn headers(&self, job: &Job, endpoint: &str) -> HeaderMap {
+        let mut headers = job.headers(endpoint);
+        headers.insert(DEAD_REASON, self.reason.as_str());
+        headers.insert(DEAD_MESSAGE, sanitize_header(&self.message).as_str());
+        if let Some(status) = self.status_code {
+            headers.insert(DEAD_STATUS, status.to_string().as_str());
+        }
+        headers.insert(DEAD_ATTEMPTS, self.attempts.to_string().as_str());
+        headers.insert(DEAD_TIME, self.time.to_string().as_str());
+        headers
+    }
+}
+
+/// Header values cannot carry line breaks; messages come from remote servers.
+fn sanitize_header(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(512)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_round_trips_through_headers() {
+        let job = Job {
+            event_id: "msg_1".into(),
+            event_type: "order.paid".into(),
+            content_type: "application/json".into(),
+            published: Timestamp::from_second(1_700_000_000).unwrap_or(Timestamp::UNIX_EPOCH),
+            payload: Bytes::from_static(b"{}"),
+        };
+        let headers = job.headers("orders");
+        assert_eq!(
+            headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .map(|v| v.as_str()),
+            Some("msg_1:orders")
+        );
+        let back = Job::from_message(Some(&headers), job.payload.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.event_id, job.event_id);
+        assert_eq!(back.published, job.published);
+        assert!(Job::from_message(None, Bytes::new()).is_err());
+    }
+}

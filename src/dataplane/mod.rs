@@ -1,0 +1,12 @@
+//! The data plane: events in, delivery jobs, signed HTTP attempts out, and what they leave
+//! behind (attempt log, dead letters, counters). Talks to NATS; knows nothing of Kubernetes.
+
+pub mod attempt_log;
+pub mod delivery;
+pub mod ingest;
+pub mod job;
+pub mod publisher;
+pub mod route_store;
+pub mod router;
+pub mod stats;
+pub mod topology;

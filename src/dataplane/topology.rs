@@ -1,0 +1,253 @@
+//! JetStream names and the idempotent creation of streams and buckets at start-up.
+//!
+//! | what            | kind      | name / subjects                                   |
+//! |-----------------|-----------|---------------------------------------------------|
+//! | events          | stream    | `WEBHOOK_EVENTS` on `events.>`                    |
+//! | delivery jobs   | stream    | `WEBHOOK_JOBS` on `webhook.jobs.<tenant>.<ep>` (work queue) |
+//! | dead letters    | stream    | `WEBHOOK_DEAD_LETTERS` on `webhook.dead.<tenant>.<ep>` |
+//! | attempt log     | stream    | `WEBHOOK_ATTEMPTS` on `webhook.attempts.<tenant>.<ep>` |
+//! | routes          | KV bucket | `webhook-routes`, key `<tenant>`                  |
+//! | counters        | KV bucket | `webhook-stats`, key `<tenant>.<ep>`              |
+//!
+//! `<ep>` is the endpoint name with `.` replaced by `_` (Kubernetes names never contain `_`,
+//! NATS tokens never contain `.`), so the mapping is one-to-one.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+
+use crate::model::EndpointKey;
+
+pub const EVENTS_STREAM: &str = "WEBHOOK_EVENTS";
+pub const JOBS_STREAM: &str = "WEBHOOK_JOBS";
+pub const DEAD_LETTER_STREAM: &str = "WEBHOOK_DEAD_LETTERS";
+pub const ATTEMPTS_STREAM: &str = "WEBHOOK_ATTEMPTS";
+pub const ROUTES_BUCKET: &str = "webhook-routes";
+pub const STATS_BUCKET: &str = "webhook-stats";
+/// Durable consumer shared by every router replica.
+pub const ROUTER_CONSUMER: &str = "router";
+/// Durable consumer of the single stats folder.
+pub const STATS_CONSUMER: &str = "stats";
+
+pub const EVENTS_PREFIX: &str = "events";
+
+/// Retention and replication settings; defaults suit a single server.
+#[derive(Debug, Clone)]
+pub struct TopologySettings {
+    pub replicas: usize,
+    pub events_max_age: Duration,
+    pub duplicate_window: Duration,
+    pub jobs_max_age: Duration,
+    pub dead_letter_max_age: Duration,
+    pub attempts_max_age: Duration,
+    pub attempts_max_bytes: i64,
+    /// Largest message the streams accept; payloads above the delivery limit are still
+    /// stored so they can be dead-lettered with a reason instead of refused at publish.
+    pub max_message_size: i32,
+}
+
+impl Default for TopologySettings {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            events_max_age: Duration::from_secs(7 * 24 * 3600),
+            duplicate_window: Duration::from_secs(10 * 60),
+            jobs_max_age: Duration::from_secs(14 * 24 * 3600),
+            dead_letter_max_age: Duration::from_secs(30 * 24 * 3600),
+            attempts_max_age: Duration::from_secs(7 * 24 * 3600),
+            attempts_max_bytes: 1 << 30,
+            max_message_size: -1,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("creating or updating stream {name}: {source}")]
+    Stream {
+        name: &'static str,
+        source: jetstream::context::CreateStreamError,
+    },
+    #[error("creating or updating key-value bucket {name}: {source}")]
+    Bucket {
+        name: &'static str,
+        source: jetstream::context::CreateKeyValueError,
+    },
+}
+
+/// Handles to the buckets every role uses.
+#[derive(Clone)]
+pub struct Topology {
+    pub routes: kv::Store,
+    pub stats: kv::Store,
+}
+
+/// Creates or updates every stream and bucket. Safe to run concurrently from several processes.
+pub async fn ensure(
+    js: &jetstream::Context,
+    settings: &TopologySettings,
+) -> Result<Topology, TopologyError> {
+    let streams = [
+        stream::Config {
+            name: EVENTS_STREAM.into(),
+            subjects: vec![format!("{EVENTS_PREFIX}.>")],
+            max_age: settings.events_max_age,
+            duplicate_window: settings.duplicate_window,
+            max_message_size: settings.max_message_size,
+            ..base_stream(settings)
+        },
+        stream::Config {
+            name: JOBS_STREAM.into(),
+            subjects: vec!["webhook.jobs.>".into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            max_age: settings.jobs_max_age,
+            duplicate_window: settings.duplicate_window,
+            ..base_stream(settings)
+        },
+        stream::Config {
+            name: DEAD_LETTER_STREAM.into(),
+            subjects: vec!["webhook.dead.>".into()],
+            max_age: settings.dead_letter_max_age,
+            duplicate_window: settings.duplicate_window,
+            ..base_stream(settings)
+        },
+        stream::Config {
+            name: ATTEMPTS_STREAM.into(),
+            subjects: vec!["webhook.attempts.>".into()],
+            max_age: settings.attempts_max_age,
+            max_bytes: settings.attempts_max_bytes,
+            ..base_stream(settings)
+        },
+    ];
+    for config in streams {
+        let name = stream_name(&config.name);
+        js.create_or_update_stream(config)
+            .await
+            .map_err(|source| TopologyError::Stream { name, source })?;
+    }
+    let bucket = |name: &'static str, history| kv::Config {
+        bucket: name.into(),
+        history,
+        storage: stream::StorageType::File,
+        num_replicas: settings.replicas,
+        ..Default::default()
+    };
+    let routes = js
+        .create_or_update_key_value(bucket(ROUTES_BUCKET, 5))
+        .await
+        .map_err(|source| TopologyError::Bucket {
+            name: ROUTES_BUCKET,
+            source,
+        })?;
+    let stats = js
+        .create_or_update_key_value(bucket(STATS_BUCKET, 1))
+        .await
+        .map_err(|source| TopologyError::Bucket {
+            name: STATS_BUCKET,
+            source,
+        })?;
+    Ok(Topology { routes, stats })
+}
+
+fn base_stream(settings: &TopologySettings) -> stream::Config {
+    stream::Config {
+        storage: stream::StorageType::File,
+        num_replicas: settings.replicas,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+fn stream_name(name: &str) -> &'static str {
+    [
+        EVENTS_STREAM,
+        JOBS_STREAM,
+        DEAD_LETTER_STREAM,
+        ATTEMPTS_STREAM,
+    ]
+    .into_iter()
+    .find(|n| *n == name)
+    .unwrap_or("unknown")
+}
+
+/// Subject token for an endpoint name (see the module docs).
+pub fn endpoint_token(name: &str) -> String {
+    name.replace('.', "_")
+}
+
+pub fn event_subject(tenant: &str, event_type: &str) -> String {
+    format!("{EVENTS_PREFIX}.{tenant}.{event_type}")
+}
+
+/// Splits `events.<tenant>.<event-type>`; `None` when there is no event type.
+pub fn parse_event_subject(subject: &str) -> Option<(&str, &str)> {
+    let rest = subject.strip_prefix(EVENTS_PREFIX)?.strip_prefix('.')?;
+    let (tenant, event_type) = rest.split_once('.')?;
+    (!tenant.is_empty() && !event_type.is_empty()).then_some((tenant, event_type))
+}
+
+pub fn job_subject(key: &EndpointKey) -> String {
+    format!("webhook.jobs.{}.{}", key.tenant, endpoint_token(&key.name))
+}
+
+pub fn dead_letter_subject(key: &EndpointKey) -> String {
+    format!("webhook.dead.{}.{}", key.tenant, endpoint_token(&key.name))
+}
+
+pub fn attempt_subject(key: &EndpointKey) -> String {
+    format!(
+        "webhook.attempts.{}.{}",
+        key.tenant,
+        endpoint_token(&key.name)
+    )
+}
+
+/// Inverse of [`attempt_subject`].
+pub fn endpoint_from_attempt_subject(subject: &str) -> Option<EndpointKey> {
+    let rest = subject.strip_prefix("webhook.attempts.")?;
+    let (tenant, token) = rest.split_once('.')?;
+    Some(EndpointKey::new(tenant, token.replace('_', ".")))
+}
+
+pub fn stats_key(key: &EndpointKey) -> String {
+    format!("{}.{}", key.tenant, endpoint_token(&key.name))
+}
+
+/// Inverse of [`stats_key`].
+pub fn endpoint_from_stats_key(stats_key: &str) -> Option<EndpointKey> {
+    let (tenant, token) = stats_key.split_once('.')?;
+    Some(EndpointKey::new(tenant, token.replace('_', ".")))
+}
+
+/// Durable consumer for one endpoint's jobs, shared by every delivery replica of its tenant.
+pub fn delivery_consumer(key: &EndpointKey) -> String {
+    format!("deliver_{}_{}", key.tenant, endpoint_token(&key.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_round_trip_dotted_names() {
+        let key = EndpointKey::new("acme", "orders.v2");
+        assert_eq!(job_subject(&key), "webhook.jobs.acme.orders_v2");
+        assert_eq!(
+            endpoint_from_attempt_subject(&attempt_subject(&key)),
+            Some(key.clone())
+        );
+        assert_eq!(endpoint_from_stats_key(&stats_key(&key)), Some(key.clone()));
+        assert_eq!(delivery_consumer(&key), "deliver_acme_orders_v2");
+    }
+
+    #[test]
+    fn event_subjects() {
+        assert_eq!(
+            parse_event_subject("events.acme.order.paid"),
+            Some(("acme", "order.paid"))
+        );
+        assert_eq!(parse_event_subject("events.acme"), None);
+        assert_eq!(parse_event_subject("events..x"), None);
+        assert_eq!(parse_event_subject("other.acme.x"), None);
+    }
+}

@@ -1,0 +1,18 @@
+//! webhook-operator: Kubernetes-native webhook delivery.
+//!
+//! - [`model`]: endpoints, subscriptions, routes and counters; no NATS, no Kubernetes.
+//! - [`resources`]: the custom resources and their compilation into the model.
+//! - [`dataplane`]: router, delivery, signing, retries, attempt log, counters (NATS JetStream).
+//! - [`local`]: the pipeline in one process, configured from manifest files.
+//! - [`admin`], [`cli`]: the edges.
+
+pub mod admin;
+pub mod cli;
+pub mod dataplane;
+pub mod local;
+pub mod metrics;
+pub mod model;
+pub mod nats;
+pub mod pipeline;
+pub mod resources;
+pub mod telemetry;

@@ -1,0 +1,229 @@
+//! `webhook-operator local`: the whole pipeline in one process, configured from manifest files
+//! instead of the Kubernetes API. Routes still travel through the routes bucket, so the router
+//! and delivery run exactly as they do in a cluster.
+
+pub mod manifests;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    hash::{DefaultHasher, Hash, Hasher},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use async_nats::jetstream::kv;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    admin::{self, AdminState, CatalogEntry},
+    dataplane::{
+        delivery::{self, DeliveryContext, Secrets},
+        route_store::{self, Scope},
+        router::Router,
+        stats::{StatsFolder, StatsView},
+    },
+    model::EndpointKey,
+    pipeline::PipelineArgs,
+    resources::compile::compile_tenant,
+};
+use manifests::Manifests;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LocalArgs {
+    /// Directory of WebhookEndpoint, EventSubscription and Secret manifests (re-read on change).
+    #[arg(long)]
+    pub manifests: PathBuf,
+    /// Allow deliveries to loopback and private addresses (needed for receivers on this machine).
+    #[arg(long)]
+    pub allow_private_networks: bool,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+/// How often the manifests directory is checked for changes.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+pub async fn run(args: LocalArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+    if !args.manifests.is_dir() {
+        anyhow::bail!("--manifests {}: not a directory", args.manifests.display());
+    }
+    if !args.allow_private_networks {
+        tracing::warn!(
+            "the outbound address guard is not implemented yet: deliveries to private addresses are not blocked"
+        );
+    }
+    let connected = args.pipeline.connect("local").await?;
+    let (secrets_tx, secrets_rx) = watch::channel(Arc::new(Secrets::new()));
+    let (catalog_tx, catalog_rx) = watch::channel(Arc::new(Vec::new()));
+    let mut watcher = ManifestWatcher {
+        dir: args.manifests.clone(),
+        routes: connected.topology.routes.clone(),
+        secrets: secrets_tx,
+        catalog: catalog_tx,
+        fingerprint: None,
+    };
+    watcher.refresh().await;
+    tokio::spawn(watcher.run(cancel.clone()));
+
+    let mut routes = route_store::watch(
+        connected.topology.routes.clone(),
+        Scope::All,
+        cancel.clone(),
+    );
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let stats = StatsView::start(connected.topology.stats.clone(), cancel.clone());
+    tokio::spawn(
+        StatsFolder::new(connected.js.clone(), connected.topology.stats.clone())
+            .run(cancel.clone()),
+    );
+    tokio::spawn(
+        Router {
+            js: connected.js.clone(),
+            routes: routes.clone(),
+            metrics: connected.metrics.clone(),
+            limits: args.pipeline.event_limits(),
+        }
+        .run(cancel.clone()),
+    );
+    let ctx = Arc::new(DeliveryContext {
+        js: connected.js.clone(),
+        client: delivery::http_client()?,
+        metrics: connected.metrics.clone(),
+    });
+    tokio::spawn(delivery::run(
+        ctx,
+        routes.clone(),
+        secrets_rx,
+        cancel.clone(),
+    ));
+    tokio::spawn(async move {
+        if route_store::loaded(&mut routes).await.is_some() {
+            ready_tx.send_replace(true);
+        }
+    });
+    let state = AdminState {
+        nats: connected.nats.clone(),
+        js: connected.js.clone(),
+        metrics: connected.metrics.clone(),
+        catalog: catalog_rx,
+        stats,
+        ready: ready_rx,
+        max_payload_bytes: args.pipeline.max_payload_bytes,
+    };
+    admin::serve(args.pipeline.listen, state, cancel.clone()).await?;
+    Ok(())
+}
+
+struct ManifestWatcher {
+    dir: PathBuf,
+    routes: kv::Store,
+    secrets: watch::Sender<Arc<Secrets>>,
+    catalog: watch::Sender<Arc<Vec<CatalogEntry>>>,
+    fingerprint: Option<u64>,
+}
+
+impl ManifestWatcher {
+    async fn run(mut self, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(POLL_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => self.refresh().await,
+            }
+        }
+    }
+
+    /// Re-reads the directory; applies it when any file changed.
+    async fn refresh(&mut self) {
+        let files = match read_files(&self.dir) {
+            Ok(files) => files,
+            Err(error) => {
+                tracing::error!(dir = %self.dir.display(), %error, "cannot read manifests; keeping the current configuration");
+                return;
+            }
+        };
+        let mut hasher = DefaultHasher::new();
+        files.hash(&mut hasher);
+        let fingerprint = hasher.finish();
+        if self.fingerprint == Some(fingerprint) {
+            return;
+        }
+        let manifests = manifests::load(&files);
+        for error in &manifests.errors {
+            tracing::error!("skipping manifest {error}");
+        }
+        match self.apply(manifests).await {
+            Ok(()) => self.fingerprint = Some(fingerprint),
+            Err(error) => tracing::warn!(%error, "could not publish routes; will retry"),
+        }
+    }
+
+    async fn apply(&self, manifests: Manifests) -> Result<(), route_store::RouteStoreError> {
+        // Secrets first: delivery must know a new endpoint's key by the time its route arrives.
+        self.secrets
+            .send_replace(Arc::new(manifests.secrets.clone()));
+        let mut catalog = Vec::new();
+        let mut live = BTreeSet::new();
+        let empty = BTreeMap::new();
+        for tenant in manifests.tenants() {
+            let endpoints = manifests
+                .endpoints
+                .get(tenant)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let subscriptions = manifests
+                .subscriptions
+                .get(tenant)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let report = compile_tenant(
+                tenant,
+                endpoints,
+                subscriptions,
+                manifests.secrets.get(tenant).unwrap_or(&empty),
+            );
+            for (name, verdict) in report.endpoints.iter().chain(&report.subscriptions) {
+                if let Err(problem) = verdict {
+                    tracing::warn!(namespace = %tenant, %name, reason = problem.reason, "{}", problem.message);
+                }
+            }
+            for endpoint in endpoints {
+                let name = kube::ResourceExt::name_any(endpoint);
+                catalog.push(CatalogEntry {
+                    key: EndpointKey::new(tenant, &name),
+                    url: endpoint.spec.url.clone(),
+                    paused: endpoint.spec.paused,
+                    problem: report
+                        .endpoints
+                        .get(&name)
+                        .and_then(|v| v.clone().err())
+                        .map(|p| (p.reason.to_owned(), p.message)),
+                });
+            }
+            if report.routes.endpoints.is_empty() {
+                continue;
+            }
+            route_store::publish(&self.routes, &report.routes).await?;
+            live.insert(tenant.clone());
+        }
+        for tenant in route_store::tenants(&self.routes).await? {
+            if !live.contains(&tenant) {
+                route_store::remove(&self.routes, &tenant).await?;
+            }
+        }
+        self.catalog.send_replace(Arc::new(catalog));
+        Ok(())
+    }
+}
+
+fn read_files(dir: &std::path::Path) -> std::io::Result<Vec<(PathBuf, String)>> {
+    manifests::manifest_files(dir)?
+        .into_iter()
+        // Lossy, so a file that is not UTF-8 is reported as bad YAML instead of stalling reloads.
+        .map(|path| {
+            std::fs::read(&path).map(|bytes| (path, String::from_utf8_lossy(&bytes).into_owned()))
+        })
+        .collect()
+}

@@ -1,0 +1,89 @@
+//! What the data plane needs to know to deliver to one endpoint, free of Kubernetes types.
+
+use std::{collections::BTreeMap, fmt, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use super::duration::serde_go;
+
+/// Identity of an endpoint: its tenant (namespace) and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EndpointKey {
+    pub tenant: String,
+    pub name: String,
+}
+
+impl EndpointKey {
+    pub fn new(tenant: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            tenant: tenant.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for EndpointKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.tenant, self.name)
+    }
+}
+
+/// Where the signing keys of an endpoint live: a key of a Secret in the endpoint's namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SecretLocation {
+    pub name: String,
+    pub key: String,
+}
+
+/// Delivery settings of one validated endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointConfig {
+    pub name: String,
+    pub url: String,
+    pub secret: SecretLocation,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(with = "serde_go")]
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    pub max_in_flight: u32,
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// When to try again and when to give up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryPolicy {
+    /// Total attempts including the first.
+    pub max_attempts: u32,
+    #[serde(with = "serde_go")]
+    pub initial_backoff: Duration,
+    #[serde(with = "serde_go")]
+    pub max_backoff: Duration,
+    /// Give up once the event is older than this.
+    #[serde(with = "serde_go")]
+    pub max_age: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 24,
+            initial_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(6 * 3600),
+            max_age: Duration::from_secs(72 * 3600),
+        }
+    }
+}
+
+/// Token bucket applied to requests sent to one endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    pub requests_per_second: u32,
+    pub burst: u32,
+}

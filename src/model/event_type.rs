@@ -1,0 +1,208 @@
+//! Event types and the NATS-style patterns subscriptions use to select them.
+//!
+//! An event type is one or more dot-separated tokens (`order.paid`). A pattern may use `*` for
+//! exactly one token and `>` (last position only) for one or more remaining tokens.
+
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("pattern is empty")]
+    Empty,
+    #[error("pattern {0:?} has an empty token (leading, trailing or double dot)")]
+    EmptyToken(String),
+    #[error("pattern {0:?} uses '>' before the last token")]
+    WildcardNotLast(String),
+    #[error("pattern {0:?} has a wildcard inside a token; '*' and '>' must stand alone")]
+    PartialWildcard(String),
+    #[error("pattern {0:?} contains whitespace or a control character")]
+    BadCharacter(String),
+}
+
+/// Checks that `event_type` is a concrete event type (no wildcards) usable as subject tokens.
+pub fn validate_event_type(event_type: &str) -> Result<(), PatternError> {
+    let pattern = Pattern::parse(event_type)?;
+    if pattern
+        .tokens
+        .iter()
+        .any(|t| !matches!(t, Token::Literal(_)))
+    {
+        return Err(PatternError::PartialWildcard(event_type.to_owned()));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    Literal(String),
+    One,
+    Rest,
+}
+
+/// A validated subscription pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    tokens: Vec<Token>,
+}
+
+impl Pattern {
+    pub fn parse(text: &str) -> Result<Self, PatternError> {
+        if text.is_empty() {
+            return Err(PatternError::Empty);
+        }
+        if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(PatternError::BadCharacter(text.to_owned()));
+        }
+        let parts: Vec<&str> = text.split('.').collect();
+        let last = parts.len() - 1;
+        let mut tokens = Vec::with_capacity(parts.len());
+        for (i, part) in parts.into_iter().enumerate() {
+            let token = match part {
+                "" => return Err(PatternError::EmptyToken(text.to_owned())),
+                "*" => Token::One,
+                ">" if i == last => Token::Rest,
+                ">" => return Err(PatternError::WildcardNotLast(text.to_owned())),
+                p if p.contains(['*', '>']) => {
+                    return Err(PatternError::PartialWildcard(text.to_owned()));
+                }
+                p => Token::Literal(p.to_owned()),
+            };
+            tokens.push(token);
+        }
+        Ok(Self { tokens })
+    }
+}
+
+/// A token trie mapping patterns to route targets, so a lookup costs the depth of the event type
+/// rather than the number of subscriptions.
+#[derive(Debug, Default, Clone)]
+pub struct PatternMatcher<T> {
+    root: Node<T>,
+}
+
+#[derive(Debug, Clone)]
+struct Node<T> {
+    literal: HashMap<String, Node<T>>,
+    one: Option<Box<Node<T>>>,
+    /// Targets of patterns ending in `>` at this depth.
+    rest: Vec<T>,
+    /// Targets of patterns ending exactly here.
+    here: Vec<T>,
+}
+
+impl<T> Default for Node<T> {
+    fn default() -> Self {
+        Self {
+            literal: HashMap::new(),
+            one: None,
+            rest: Vec::new(),
+            here: Vec::new(),
+        }
+    }
+}
+
+impl<T: Copy + Ord> PatternMatcher<T> {
+    pub fn insert(&mut self, pattern: &Pattern, target: T) {
+        let mut node = &mut self.root;
+        for token in &pattern.tokens {
+            node = match token {
+                Token::Literal(lit) => node.literal.entry(lit.clone()).or_default(),
+                Token::One => node.one.get_or_insert_with(Default::default),
+                Token::Rest => {
+                    node.rest.push(target);
+                    return;
+                }
+            };
+        }
+        node.here.push(target);
+    }
+
+    /// Targets matching `event_type`, sorted and without duplicates.
+    pub fn matches(&self, event_type: &str) -> Vec<T> {
+        let tokens: Vec<&str> = event_type.split('.').collect();
+        let mut out = Vec::new();
+        Self::walk(&self.root, &tokens, &mut out);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    fn walk(node: &Node<T>, tokens: &[&str], out: &mut Vec<T>) {
+        let Some((first, rest)) = tokens.split_first() else {
+            out.extend_from_slice(&node.here);
+            return;
+        };
+        out.extend_from_slice(&node.rest);
+        if let Some(child) = node.literal.get(*first) {
+            Self::walk(child, rest, out);
+        }
+        if let Some(child) = &node.one {
+            Self::walk(child, rest, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matcher(patterns: &[&str]) -> PatternMatcher<usize> {
+        let mut m = PatternMatcher::default();
+        for (i, p) in patterns.iter().enumerate() {
+            m.insert(&Pattern::parse(p).unwrap_or_else(|e| panic!("{e}")), i);
+        }
+        m
+    }
+
+    #[test]
+    fn literal_and_wildcards() {
+        let m = matcher(&["order.paid", "invoice.*", "payment.>", "*.paid", ">"]);
+        assert_eq!(m.matches("order.paid"), vec![0, 3, 4]);
+        assert_eq!(m.matches("invoice.created"), vec![1, 4]);
+        assert_eq!(m.matches("invoice.created.late"), vec![4]);
+        assert_eq!(m.matches("payment"), vec![4]);
+        assert_eq!(m.matches("payment.failed"), vec![2, 4]);
+        assert_eq!(m.matches("payment.failed.card.declined"), vec![2, 4]);
+        assert_eq!(m.matches("order"), vec![4]);
+    }
+
+    #[test]
+    fn duplicates_are_merged() {
+        let mut m = PatternMatcher::default();
+        m.insert(&Pattern::parse("a.*").unwrap_or_else(|e| panic!("{e}")), 7);
+        m.insert(&Pattern::parse("a.b").unwrap_or_else(|e| panic!("{e}")), 7);
+        assert_eq!(m.matches("a.b"), vec![7]);
+    }
+
+    #[test]
+    fn invalid_patterns_are_rejected_with_reason() {
+        assert_eq!(Pattern::parse(""), Err(PatternError::Empty));
+        assert!(matches!(
+            Pattern::parse("a..b"),
+            Err(PatternError::EmptyToken(_))
+        ));
+        assert!(matches!(
+            Pattern::parse(".a"),
+            Err(PatternError::EmptyToken(_))
+        ));
+        assert!(matches!(
+            Pattern::parse("a.>.b"),
+            Err(PatternError::WildcardNotLast(_))
+        ));
+        assert!(matches!(
+            Pattern::parse("ord*"),
+            Err(PatternError::PartialWildcard(_))
+        ));
+        assert!(matches!(
+            Pattern::parse("a b"),
+            Err(PatternError::BadCharacter(_))
+        ));
+    }
+
+    #[test]
+    fn event_types_have_no_wildcards() {
+        assert!(validate_event_type("order.paid").is_ok());
+        assert!(validate_event_type("order.*").is_err());
+        assert!(validate_event_type("order.").is_err());
+    }
+}

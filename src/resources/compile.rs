@@ -1,0 +1,403 @@
+//! Turns a tenant's resources (and the Secrets they reference) into [`TenantRoutes`].
+//!
+//! Each object gets a verdict; an invalid object is left out of the routes and never affects
+//! the valid ones. The same code serves the controller and local mode.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube::ResourceExt;
+
+use super::{EventSubscription, WebhookEndpoint, webhook_endpoint::SecretKeyRef};
+use crate::model::{
+    EndpointConfig, RateLimit, RetryPolicy, Route, SecretLocation, TenantRoutes, duration,
+    event_type::Pattern,
+    signing_keys::{SigningKeyError, SigningKeys},
+};
+
+/// Secret data of one namespace: Secret name -> key -> value.
+pub type SecretData = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
+
+/// Why an object is not (fully) in the routes. `reason` is a CamelCase condition reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Problem {
+    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Outcome for one object, by name.
+pub type Verdicts = BTreeMap<String, Result<(), Problem>>;
+
+/// Routes of one tenant plus a verdict for each of its objects.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledTenantReport {
+    pub routes: TenantRoutes,
+    pub endpoints: Verdicts,
+    pub subscriptions: Verdicts,
+}
+
+/// The Secret an endpoint signs with, applying the documented default name.
+pub fn secret_ref(endpoint: &WebhookEndpoint) -> SecretKeyRef {
+    endpoint
+        .spec
+        .secret_ref
+        .clone()
+        .unwrap_or_else(|| SecretKeyRef {
+            name: format!("{}-signing", endpoint.name_any()),
+            key: "secret".into(),
+        })
+}
+
+pub fn compile_tenant(
+    tenant: &str,
+    endpoints: &[WebhookEndpoint],
+    subscriptions: &[EventSubscription],
+    secrets: &SecretData,
+) -> CompiledTenantReport {
+    let mut report = CompiledTenantReport::default();
+    let mut valid = BTreeMap::new();
+    for endpoint in endpoints {
+        let name = endpoint.name_any();
+        let verdict = endpoint_config(endpoint, secrets).map(|config| {
+            valid.insert(name.clone(), config);
+        });
+        report.endpoints.insert(name, verdict);
+    }
+    let mut routed = BTreeSet::new();
+    for subscription in subscriptions {
+        let name = subscription.name_any();
+        let verdict = route(subscription, &report.endpoints).map(|route| {
+            routed.insert(route.endpoint.clone());
+            report.routes.routes.push(route);
+        });
+        report.subscriptions.insert(name, verdict);
+    }
+    report.routes.tenant = tenant.to_owned();
+    report.routes.endpoints = valid.into_values().collect();
+    report
+        .routes
+        .routes
+        .sort_by(|a, b| a.subscription.cmp(&b.subscription));
+    report
+}
+
+fn endpoint_config(
+    endpoint: &WebhookEndpoint,
+    secrets: &SecretData,
+) -> Result<EndpointConfig, Problem> {
+    let spec = &endpoint.spec;
+    let url = url::Url::parse(&spec.url)
+        .map_err(|e| Problem::new("InvalidUrl", format!("spec.url {:?}: {e}", spec.url)))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(Problem::new(
+            "InvalidUrl",
+            format!(
+                "spec.url {:?}: must be an http or https URL with a host",
+                spec.url
+            ),
+        ));
+    }
+    let duration_field = |field: &str, value: &str| {
+        duration::parse(value).map_err(|e| Problem::new("InvalidDuration", format!("{field}: {e}")))
+    };
+    let timeout = duration_field("spec.timeout", &spec.timeout)?;
+    let retry = RetryPolicy {
+        max_attempts: positive("spec.retry.maxAttempts", spec.retry.max_attempts)?,
+        initial_backoff: duration_field("spec.retry.initialBackoff", &spec.retry.initial_backoff)?,
+        max_backoff: duration_field("spec.retry.maxBackoff", &spec.retry.max_backoff)?,
+        max_age: duration_field("spec.retry.maxAge", &spec.retry.max_age)?,
+    };
+    if retry.initial_backoff > retry.max_backoff {
+        return Err(Problem::new(
+            "InvalidRetryPolicy",
+            "spec.retry.initialBackoff is longer than spec.retry.maxBackoff",
+        ));
+    }
+    for (name, value) in &spec.headers {
+        let lower = name.to_ascii_lowercase();
+        if lower.starts_with("webhook-")
+            || [
+                "content-type",
+                "host",
+                "content-length",
+                "user-agent",
+                "transfer-encoding",
+                "connection",
+            ]
+            .contains(&lower.as_str())
+        {
+            return Err(Problem::new(
+                "InvalidHeader",
+                format!("spec.headers.{name}: reserved header cannot be overridden"),
+            ));
+        }
+        http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            Problem::new(
+                "InvalidHeader",
+                format!("spec.headers: {name:?} is not a valid header name"),
+            )
+        })?;
+        http::HeaderValue::from_str(value).map_err(|_| {
+            Problem::new(
+                "InvalidHeader",
+                format!("spec.headers.{name}: value is not a valid header value"),
+            )
+        })?;
+    }
+    let rate_limit = match &spec.rate_limit {
+        None => None,
+        Some(r) => {
+            let requests_per_second =
+                positive("spec.rateLimit.requestsPerSecond", r.requests_per_second)?;
+            let burst = positive(
+                "spec.rateLimit.burst",
+                r.burst.unwrap_or(r.requests_per_second),
+            )?;
+            Some(RateLimit {
+                requests_per_second,
+                burst,
+            })
+        }
+    };
+    let secret = secret_ref(endpoint);
+    check_secret(&secret, secrets)?;
+    Ok(EndpointConfig {
+        name: endpoint.name_any(),
+        url: url.to_string(),
+        secret: SecretLocation {
+            name: secret.name,
+            key: secret.key,
+        },
+        headers: spec.headers.clone(),
+        timeout,
+        retry,
+        rate_limit,
+        max_in_flight: positive("spec.maxInFlight", spec.max_in_flight)?,
+        paused: spec.paused,
+    })
+}
+
+fn positive(field: &str, value: i32) -> Result<u32, Problem> {
+    u32::try_from(value).ok().filter(|v| *v > 0).ok_or_else(|| {
+        Problem::new(
+            "InvalidSpec",
+            format!("{field}: must be at least 1, got {value}"),
+        )
+    })
+}
+
+fn check_secret(secret: &SecretKeyRef, secrets: &SecretData) -> Result<(), Problem> {
+    let data = secrets.get(&secret.name).ok_or_else(|| {
+        Problem::new(
+            "SecretNotFound",
+            format!("Secret {:?} does not exist", secret.name),
+        )
+    })?;
+    let value = data.get(&secret.key).ok_or_else(|| {
+        Problem::new(
+            "SecretKeyMissing",
+            format!("Secret {:?} has no key {:?}", secret.name, secret.key),
+        )
+    })?;
+    SigningKeys::parse(value)
+        .map(|_| ())
+        .map_err(|e: SigningKeyError| {
+            Problem::new(
+                "InvalidSecret",
+                format!("Secret {:?} key {:?}: {e}", secret.name, secret.key),
+            )
+        })
+}
+
+fn route(subscription: &EventSubscription, endpoints: &Verdicts) -> Result<Route, Problem> {
+    let spec = &subscription.spec;
+    match endpoints.get(&spec.endpoint_ref.name) {
+        None => {
+            return Err(Problem::new(
+                "EndpointNotFound",
+                format!(
+                    "WebhookEndpoint {:?} does not exist in this namespace",
+                    spec.endpoint_ref.name
+                ),
+            ));
+        }
+        Some(Err(problem)) => {
+            return Err(Problem::new(
+                "EndpointNotReady",
+                format!(
+                    "WebhookEndpoint {:?} is invalid: {}",
+                    spec.endpoint_ref.name, problem.message
+                ),
+            ));
+        }
+        Some(Ok(())) => {}
+    }
+    if spec.event_types.is_empty() {
+        return Err(Problem::new(
+            "InvalidPattern",
+            "spec.eventTypes: at least one pattern is required",
+        ));
+    }
+    for (i, pattern) in spec.event_types.iter().enumerate() {
+        Pattern::parse(pattern)
+            .map_err(|e| Problem::new("InvalidPattern", format!("spec.eventTypes[{i}]: {e}")))?;
+    }
+    Ok(Route {
+        subscription: subscription.name_any(),
+        endpoint: spec.endpoint_ref.name.clone(),
+        event_types: spec.event_types.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::{
+        EventSubscriptionSpec, WebhookEndpointSpec, event_subscription::EndpointRef,
+    };
+
+    fn endpoint(name: &str, url: &str) -> WebhookEndpoint {
+        let spec: WebhookEndpointSpec = serde_json::from_value(serde_json::json!({ "url": url }))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut e = WebhookEndpoint::new(name, spec);
+        e.metadata.namespace = Some("acme".into());
+        e
+    }
+
+    fn subscription(name: &str, endpoint: &str, types: &[&str]) -> EventSubscription {
+        EventSubscription::new(
+            name,
+            EventSubscriptionSpec {
+                endpoint_ref: EndpointRef {
+                    name: endpoint.into(),
+                },
+                event_types: types.iter().map(|s| s.to_string()).collect(),
+            },
+        )
+    }
+
+    fn secrets(names: &[&str]) -> SecretData {
+        names
+            .iter()
+            .map(|n| {
+                let key =
+                    BTreeMap::from([("secret".to_string(), SigningKeys::generate().into_bytes())]);
+                (format!("{n}-signing"), key)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply_and_valid_objects_route() {
+        let report = compile_tenant(
+            "acme",
+            &[endpoint("a", "https://a.example/hook")],
+            &[subscription("s", "a", &["order.*"])],
+            &secrets(&["a"]),
+        );
+        assert_eq!(report.endpoints["a"], Ok(()));
+        let config = &report.routes.endpoints[0];
+        assert_eq!(config.timeout, std::time::Duration::from_secs(15));
+        assert_eq!(config.retry, RetryPolicy::default());
+        assert_eq!(config.max_in_flight, 10);
+        assert_eq!(
+            config.secret,
+            SecretLocation {
+                name: "a-signing".into(),
+                key: "secret".into()
+            }
+        );
+        assert_eq!(report.routes.routes.len(), 1);
+    }
+
+    #[test]
+    fn invalid_objects_are_reported_and_left_out() {
+        let mut bad_duration = endpoint("slow", "https://slow.example");
+        bad_duration.spec.retry.max_backoff = "forever".into();
+        let mut bad_header = endpoint("hdr", "https://hdr.example");
+        bad_header
+            .spec
+            .headers
+            .insert("Webhook-Signature".into(), "x".into());
+        let report = compile_tenant(
+            "acme",
+            &[
+                endpoint("good", "https://good.example"),
+                endpoint("ftp", "ftp://files.example"),
+                endpoint("nosecret", "https://x.example"),
+                bad_duration,
+                bad_header,
+            ],
+            &[
+                subscription("ok", "good", &["a.b"]),
+                subscription("dangling", "missing", &["a.b"]),
+                subscription("to-invalid", "ftp", &["a.b"]),
+                subscription("bad-pattern", "good", &["a.>.b"]),
+            ],
+            &secrets(&["good", "ftp", "slow", "hdr"]),
+        );
+        let reason = |v: &Verdicts, n: &str| v[n].as_ref().err().map(|p| p.reason);
+        assert_eq!(reason(&report.endpoints, "good"), None);
+        assert_eq!(reason(&report.endpoints, "ftp"), Some("InvalidUrl"));
+        assert_eq!(
+            reason(&report.endpoints, "nosecret"),
+            Some("SecretNotFound")
+        );
+        assert_eq!(reason(&report.endpoints, "slow"), Some("InvalidDuration"));
+        assert_eq!(reason(&report.endpoints, "hdr"), Some("InvalidHeader"));
+        assert_eq!(
+            reason(&report.subscriptions, "dangling"),
+            Some("EndpointNotFound")
+        );
+        assert_eq!(
+            reason(&report.subscriptions, "to-invalid"),
+            Some("EndpointNotReady")
+        );
+        assert_eq!(
+            reason(&report.subscriptions, "bad-pattern"),
+            Some("InvalidPattern")
+        );
+        let msg = report.endpoints["slow"]
+            .as_ref()
+            .err()
+            .map(|p| p.message.clone())
+            .unwrap_or_default();
+        assert!(msg.contains("spec.retry.maxBackoff"), "{msg}");
+        assert_eq!(
+            report
+                .routes
+                .endpoints
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect::<Vec<_>>(),
+            ["good"]
+        );
+        assert_eq!(report.routes.routes.len(), 1);
+    }
+
+    #[test]
+    fn bad_secret_material_is_reported_without_leaking_it() {
+        let mut data = secrets(&[]);
+        data.insert(
+            "a-signing".into(),
+            BTreeMap::from([("secret".into(), b"supersecretvalue".to_vec())]),
+        );
+        let report = compile_tenant("acme", &[endpoint("a", "https://a.example")], &[], &data);
+        let problem = report.endpoints["a"].clone().err();
+        assert_eq!(problem.as_ref().map(|p| p.reason), Some("InvalidSecret"));
+        assert!(
+            !problem
+                .map(|p| p.message)
+                .unwrap_or_default()
+                .contains("supersecretvalue")
+        );
+    }
+}

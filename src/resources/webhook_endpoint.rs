@@ -1,0 +1,171 @@
+//! The `WebhookEndpoint` custom resource: where a tenant wants events delivered, and how.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Health, LastFailure, duration::GO_DURATION_PATTERN};
+
+/// Loose check at admission; the full parse happens in [`super::compile`].
+pub const URL_PATTERN: &str = r"^[hH][tT][tT][pP][sS]?://[^\s/?#]+([/?#]\S*)?$";
+
+/// Header names that endpoints may not set: they carry the signature and framing.
+pub const RESERVED_HEADER_RULE: &str = "self.all(k, !k.lowerAscii().startsWith('webhook-') && !(k.lowerAscii() in ['content-type', 'host', 'content-length', 'user-agent', 'transfer-encoding', 'connection']))";
+
+/// Where a tenant wants events delivered, and how.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "webhook-operator.io",
+    version = "v1alpha1",
+    kind = "WebhookEndpoint",
+    namespaced,
+    status = "WebhookEndpointStatus",
+    shortname = "whep",
+    category = "webhooks",
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
+    printcolumn = r#"{"name":"Health","type":"string","jsonPath":".status.health"}"#,
+    printcolumn = r#"{"name":"Delivered","type":"integer","jsonPath":".status.delivered"}"#,
+    printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.failedAttempts"}"#,
+    printcolumn = r#"{"name":"Dead","type":"integer","jsonPath":".status.deadLettered"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookEndpointSpec {
+    /// Callback URL, http or https.
+    #[schemars(pattern(URL_PATTERN), length(max = 2048))]
+    pub url: String,
+    /// Secret holding the signing key(s); created with a fresh key when missing.
+    /// Defaults to `{name: <endpoint>-signing, key: secret}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// Static headers added to every request. Cannot override `webhook-*`, `content-type` or `host`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new(RESERVED_HEADER_RULE).message("headers cannot override webhook-*, content-type, host, content-length, user-agent, transfer-encoding or connection"))]
+    #[schemars(length(max = 32))]
+    pub headers: BTreeMap<String, String>,
+    /// Per-attempt timeout (Go duration).
+    #[serde(default = "default_timeout")]
+    #[schemars(pattern(GO_DURATION_PATTERN))]
+    pub timeout: String,
+    #[serde(default)]
+    pub retry: RetrySpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
+    /// Concurrent requests to this endpoint.
+    #[serde(default = "default_max_in_flight")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_in_flight: i32,
+    /// Keep queueing, send nothing.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// A key of a Secret in the endpoint's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[serde(default = "default_secret_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// Retry policy; every field has a default.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetrySpec {
+    /// Total attempts including the first.
+    #[serde(default = "default_max_attempts")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_attempts: i32,
+    /// Delay before attempt 2; doubles each attempt, with jitter.
+    #[serde(default = "default_initial_backoff")]
+    #[schemars(pattern(GO_DURATION_PATTERN))]
+    pub initial_backoff: String,
+    #[serde(default = "default_max_backoff")]
+    #[schemars(pattern(GO_DURATION_PATTERN))]
+    pub max_backoff: String,
+    /// Give up when the event is older than this.
+    #[serde(default = "default_max_age")]
+    #[schemars(pattern(GO_DURATION_PATTERN))]
+    pub max_age: String,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_max_attempts(),
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
+            max_age: default_max_age(),
+        }
+    }
+}
+
+/// Token bucket: a sustained rate and a burst.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.burst) || self.burst >= self.requestsPerSecond").message("burst must be at least requestsPerSecond"))]
+pub struct RateLimitSpec {
+    #[schemars(range(min = 1, max = 100000))]
+    pub requests_per_second: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub burst: Option<i32>,
+}
+
+/// Observed state: health, conditions and delivery counters.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookEndpointStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Events delivered (2xx).
+    #[serde(default)]
+    pub delivered: i64,
+    /// Attempts that failed.
+    #[serde(default)]
+    pub failed_attempts: i64,
+    /// Events given up on.
+    #[serde(default)]
+    pub dead_lettered: i64,
+    #[serde(default)]
+    pub consecutive_failures: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<LastFailure>,
+}
+
+fn default_timeout() -> String {
+    "15s".into()
+}
+fn default_max_in_flight() -> i32 {
+    10
+}
+fn default_secret_key() -> String {
+    "secret".into()
+}
+fn default_max_attempts() -> i32 {
+    24
+}
+fn default_initial_backoff() -> String {
+    "5s".into()
+}
+fn default_max_backoff() -> String {
+    "6h".into()
+}
+fn default_max_age() -> String {
+    "72h".into()
+}
