@@ -1,20 +1,14 @@
 //! The command line: one binary, one subcommand per role.
 
-use std::sync::Arc;
-
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    admin::{self, AdminState},
-    dataplane::{
-        route_store::{self, Scope},
-        router::Router,
-        stats::StatsView,
-    },
+    controlplane::{self, ControllerArgs},
     local::{self, LocalArgs},
     pipeline::{PipelineArgs, cancel_on_signal},
     resources,
+    roles::{self, deliver::DeliverArgs},
     telemetry::{self, LogFormat},
 };
 
@@ -39,11 +33,16 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once at start-up")]
 pub enum Command {
     /// Run the whole pipeline in one process from manifest files, without Kubernetes.
     Local(LocalArgs),
+    /// Reconcile WebhookEndpoints and EventSubscriptions into routes, workloads and status.
+    Controller(ControllerArgs),
     /// Route events to delivery jobs (one of several replicas sharing the work).
     Router(PipelineArgs),
+    /// Deliver the jobs of one tenant's endpoints.
+    Deliver(DeliverArgs),
     /// Print the CustomResourceDefinitions (the source of crds/).
     Crdgen,
 }
@@ -60,43 +59,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     cancel_on_signal(cancel.clone());
     match cli.command {
         Command::Local(args) => local::run(args, cancel).await,
-        Command::Router(args) => run_router(args, cancel).await,
+        Command::Controller(args) => controlplane::run(args, cancel).await,
+        Command::Router(args) => roles::router::run(args, cancel).await,
+        Command::Deliver(args) => roles::deliver::run(args, cancel).await,
         Command::Crdgen => Ok(()),
     }
-}
-
-async fn run_router(args: PipelineArgs, cancel: CancellationToken) -> anyhow::Result<()> {
-    let connected = args.connect("router").await?;
-    let mut routes = route_store::watch(
-        connected.topology.routes.clone(),
-        Scope::All,
-        cancel.clone(),
-    );
-    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(
-        Router {
-            js: connected.js.clone(),
-            routes: routes.clone(),
-            metrics: connected.metrics.clone(),
-            limits: args.event_limits(),
-        }
-        .run(cancel.clone()),
-    );
-    let catalog = admin::catalog_from_routes(routes.clone(), cancel.clone());
-    tokio::spawn(async move {
-        if route_store::loaded(&mut routes).await.is_some() {
-            ready_tx.send_replace(true);
-        }
-    });
-    let state = AdminState {
-        nats: connected.nats,
-        js: connected.js,
-        metrics: Arc::clone(&connected.metrics),
-        catalog,
-        stats: StatsView::start(connected.topology.stats, cancel.clone()),
-        ready: ready_rx,
-        max_payload_bytes: args.max_payload_bytes,
-    };
-    admin::serve(args.listen, state, cancel).await?;
-    Ok(())
 }

@@ -199,6 +199,13 @@ impl StatsView {
         view
     }
 
+    /// Sets counters directly: for tests of code that reads the view.
+    pub fn insert(&self, key: EndpointKey, stats: EndpointStats) {
+        if let Ok(mut map) = self.inner.write() {
+            map.insert(key, stats);
+        }
+    }
+
     pub fn get(&self, key: &EndpointKey) -> EndpointStats {
         self.inner
             .read()

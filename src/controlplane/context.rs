@@ -1,0 +1,176 @@
+//! What every reconcile shares: the API client, the caches fed by watches, the event recorder,
+//! and where compiled routes go.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret};
+use kube::{
+    Client, Resource, ResourceExt,
+    runtime::{
+        events::{Event, EventType, Recorder},
+        reflector::{ObjectRef, Store},
+    },
+};
+
+use super::{error::Error, workloads::WorkloadSettings};
+use crate::{
+    model::{EndpointKey, TenantRoutes},
+    resources::{
+        EventSubscription, WebhookEndpoint,
+        compile::{CompiledTenantReport, SecretData, compile_tenant},
+    },
+};
+
+/// Where compiled routes are published (the routes bucket in production, a recorder in tests).
+pub trait RouteSink: Send + Sync {
+    fn publish(&self, routes: TenantRoutes) -> BoxFuture<'_, Result<(), Error>>;
+    fn remove(&self, tenant: String) -> BoxFuture<'_, Result<(), Error>>;
+    /// Drops an endpoint's queued jobs and counters: its resource was deleted.
+    fn discard_endpoint(&self, endpoint: EndpointKey) -> BoxFuture<'_, Result<(), Error>>;
+}
+
+/// The caches a reconcile reads instead of the API server.
+#[derive(Clone)]
+pub struct Stores {
+    pub endpoints: Store<WebhookEndpoint>,
+    pub subscriptions: Store<EventSubscription>,
+    pub secrets: Store<Secret>,
+    pub deployments: Store<Deployment>,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub stores: Stores,
+    pub routes: Arc<dyn RouteSink>,
+    /// Namespace the operator (and the delivery Deployments) run in.
+    pub operator_namespace: String,
+    pub workloads: WorkloadSettings,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        stores: Stores,
+        routes: Arc<dyn RouteSink>,
+        operator_namespace: String,
+        workloads: WorkloadSettings,
+    ) -> Self {
+        Self {
+            client,
+            recorder,
+            stores,
+            routes,
+            operator_namespace,
+            workloads,
+            failures: Mutex::default(),
+        }
+    }
+
+    /// Live (not being deleted) objects of a namespace.
+    fn live<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>, namespace: &str) -> Vec<K> {
+        let mut objects: Vec<K> = store
+            .state()
+            .iter()
+            .filter(|o| {
+                o.meta().namespace.as_deref() == Some(namespace)
+                    && o.meta().deletion_timestamp.is_none()
+            })
+            .map(|o| (**o).clone())
+            .collect();
+        objects.sort_by_key(|o| o.name_any());
+        objects
+    }
+
+    pub fn endpoints(&self, namespace: &str) -> Vec<WebhookEndpoint> {
+        Self::live(&self.stores.endpoints, namespace)
+    }
+
+    pub fn secret_data(&self, namespace: &str) -> SecretData {
+        self.stores
+            .secrets
+            .state()
+            .iter()
+            .filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
+            .map(|s| {
+                let data = s
+                    .data
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect();
+                (s.name_any(), data)
+            })
+            .collect()
+    }
+
+    pub fn secret_exists(&self, namespace: &str, name: &str) -> bool {
+        self.stores
+            .secrets
+            .get(&ObjectRef::new(name).within(namespace))
+            .is_some()
+    }
+
+    /// Compiles a namespace from the caches; `extra_secrets` covers Secrets just created.
+    pub fn compile(&self, namespace: &str, extra_secrets: SecretData) -> CompiledTenantReport {
+        let mut secrets = self.secret_data(namespace);
+        secrets.extend(extra_secrets);
+        compile_tenant(
+            namespace,
+            &self.endpoints(namespace),
+            &Self::live(&self.stores.subscriptions, namespace),
+            &secrets,
+        )
+    }
+
+    pub async fn publish_event<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(%error, reason, "could not publish a Kubernetes event");
+        }
+    }
+
+    /// Exponential backoff per object, so a persistently failing object never hot-loops.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry(key.to_owned()).or_default();
+        *n = (*n + 1).min(9);
+        Duration::from_secs(1 << *n).min(Duration::from_secs(300))
+    }
+
+    pub fn reset_backoff(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
+/// Secret data of the Secrets a reconcile created, keyed like [`SecretData`].
+pub fn created_secret(name: &str, key: &str, value: Vec<u8>) -> SecretData {
+    BTreeMap::from([(name.to_owned(), BTreeMap::from([(key.to_owned(), value)]))])
+}

@@ -1,0 +1,212 @@
+//! The WebhookEndpoint reconciler: signing Secret, validation into the Ready condition, routes
+//! and workload of its tenant; on deletion, its routes and queued jobs go.
+
+use std::{sync::Arc, time::Duration};
+
+use jiff::Timestamp;
+use k8s_openapi::{
+    ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::OwnerReference,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
+    runtime::{
+        controller::Action,
+        finalizer::{Event as Finalizer, finalizer},
+    },
+};
+use serde_json::json;
+
+use super::{
+    conditions::{Desired, READY},
+    context::{Context, created_secret},
+    error::Error,
+    tenant::{self, MANAGER},
+};
+use crate::{
+    model::{EndpointKey, signing_keys::SigningKeys},
+    resources::{WebhookEndpoint, compile},
+};
+
+pub const FINALIZER: &str = "webhook-operator.io/cleanup";
+/// Periodic re-check, so drift (e.g. a deleted workload) heals without any event.
+const RESYNC: Duration = Duration::from_secs(300);
+
+pub async fn reconcile(endpoint: Arc<WebhookEndpoint>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = endpoint
+        .namespace()
+        .ok_or_else(|| Error::NotNamespaced(endpoint.name_any()))?;
+    let key = format!("WebhookEndpoint/{namespace}/{}", endpoint.name_any());
+    let api: Api<WebhookEndpoint> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, endpoint, |event| async {
+        match event {
+            Finalizer::Apply(endpoint) => apply(&endpoint, &namespace, &ctx).await,
+            Finalizer::Cleanup(endpoint) => cleanup(&endpoint, &namespace, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .inspect(|_| ctx.reset_backoff(&key))
+}
+
+async fn apply(
+    endpoint: &WebhookEndpoint,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let name = endpoint.name_any();
+    let secret_ref = compile::secret_ref(endpoint);
+    let mut created = Default::default();
+    if !ctx.secret_exists(namespace, &secret_ref.name) {
+        let key = create_signing_secret(endpoint, namespace, &secret_ref, ctx).await?;
+        created = created_secret(&secret_ref.name, &secret_ref.key, key.into_bytes());
+    }
+    let report = ctx.compile(namespace, created);
+    let desired = match report.endpoints.get(&name) {
+        Some(Err(problem)) => Desired::new(READY, false, problem.reason, problem.message.clone()),
+        _ => Desired::new(
+            READY,
+            true,
+            "Active",
+            "Valid; events of subscribed types are delivered.",
+        ),
+    };
+    write_ready(endpoint, namespace, &desired, ctx).await?;
+    tenant::sync(ctx, namespace, &report).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+async fn cleanup(
+    endpoint: &WebhookEndpoint,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    // Routes first, so no new job is created for the endpoint, then its queued jobs go.
+    let report = ctx.compile(namespace, Default::default());
+    tenant::sync(ctx, namespace, &report).await?;
+    ctx.routes
+        .discard_endpoint(EndpointKey::new(namespace, endpoint.name_any()))
+        .await?;
+    tracing::info!(endpoint = %format!("{namespace}/{}", endpoint.name_any()), "endpoint deleted: routes removed, queued jobs discarded");
+    Ok(Action::await_change())
+}
+
+/// Creates the missing signing Secret, owned by the endpoint so it goes with it. Created once
+/// and never updated: a user who replaces the key (rotation) must not have it overwritten.
+async fn create_signing_secret(
+    endpoint: &WebhookEndpoint,
+    namespace: &str,
+    secret_ref: &crate::resources::webhook_endpoint::SecretKeyRef,
+    ctx: &Context,
+) -> Result<String, Error> {
+    let key = SigningKeys::generate();
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_ref.name.clone()),
+            namespace: Some(namespace.into()),
+            owner_references: endpoint
+                .controller_owner_ref(&())
+                .map(|o: OwnerReference| vec![o]),
+            labels: Some(
+                [(
+                    "app.kubernetes.io/managed-by".to_string(),
+                    MANAGER.to_string(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        data: Some([(secret_ref.key.clone(), ByteString(key.clone().into_bytes()))].into()),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    };
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    match api
+        .create(
+            &PostParams {
+                field_manager: Some(MANAGER.into()),
+                ..Default::default()
+            },
+            &secret,
+        )
+        .await
+    {
+        Ok(_) => {
+            ctx.publish_event(
+                endpoint,
+                false,
+                "SecretCreated",
+                format!("Created Secret {} with a new signing key under {:?}; share it with the receiver.", secret_ref.name, secret_ref.key),
+            )
+            .await;
+            Ok(key)
+        }
+        // Someone created it meanwhile: theirs wins; the next reconcile reads it.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(String::new()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Patches the Ready condition and observedGeneration when they differ from what is there.
+async fn write_ready(
+    endpoint: &WebhookEndpoint,
+    namespace: &str,
+    desired: &Desired,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let status = endpoint.status.clone().unwrap_or_default();
+    let generation = endpoint.metadata.generation;
+    if desired.is_current(&status.conditions, generation)
+        && status.observed_generation == generation
+    {
+        return Ok(());
+    }
+    let was_ready = super::conditions::find(&status.conditions, READY).map(|c| c.status.clone());
+    let condition = desired.to_condition(&status.conditions, generation, Timestamp::now());
+    let mut patch = json!({
+        "apiVersion": "webhook-operator.io/v1alpha1",
+        "kind": "WebhookEndpoint",
+        "status": { "observedGeneration": generation, "conditions": [condition] }
+    });
+    if desired.status == "False" {
+        patch["status"]["health"] = json!("Invalid");
+    }
+    let api: Api<WebhookEndpoint> = Api::namespaced(ctx.client.clone(), namespace);
+    api.patch_status(
+        &endpoint.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    if was_ready.as_deref() != Some(desired.status) {
+        if desired.status == "False" {
+            ctx.publish_event(
+                endpoint,
+                true,
+                desired.reason.as_str(),
+                desired.message.clone(),
+            )
+            .await;
+        } else if was_ready.is_some() {
+            ctx.publish_event(
+                endpoint,
+                false,
+                "Valid",
+                "The endpoint is valid again.".into(),
+            )
+            .await;
+        }
+    }
+    Ok(())
+}
+
+pub fn error_policy(endpoint: Arc<WebhookEndpoint>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!(
+        "WebhookEndpoint/{}/{}",
+        endpoint.namespace().unwrap_or_default(),
+        endpoint.name_any()
+    );
+    let delay = ctx.backoff(&key);
+    tracing::warn!(object = %key, category = error.category(), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}

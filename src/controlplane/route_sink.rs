@@ -1,0 +1,80 @@
+//! The production [`RouteSink`]: the routes bucket, and JetStream clean-up for deleted endpoints.
+
+use async_nats::jetstream::{self, kv};
+use futures::{FutureExt, future::BoxFuture};
+
+use super::{context::RouteSink, error::Error};
+use crate::{
+    dataplane::{
+        route_store,
+        topology::{JOBS_STREAM, delivery_consumer, job_subject, stats_key},
+    },
+    model::{EndpointKey, TenantRoutes},
+};
+
+pub struct NatsRouteSink {
+    pub js: jetstream::Context,
+    pub routes: kv::Store,
+    pub stats: kv::Store,
+}
+
+fn routes_error(tenant: &str, error: impl std::fmt::Display) -> Error {
+    Error::Routes {
+        tenant: tenant.to_owned(),
+        message: error.to_string(),
+    }
+}
+
+impl RouteSink for NatsRouteSink {
+    fn publish(&self, routes: TenantRoutes) -> BoxFuture<'_, Result<(), Error>> {
+        async move {
+            if route_store::publish(&self.routes, &routes).await.map_err(|e| routes_error(&routes.tenant, e))? {
+                tracing::info!(tenant = %routes.tenant, endpoints = routes.endpoints.len(), routes = routes.routes.len(), "published routes");
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn remove(&self, tenant: String) -> BoxFuture<'_, Result<(), Error>> {
+        async move {
+            if self
+                .routes
+                .get(&tenant)
+                .await
+                .map_err(|e| routes_error(&tenant, e))?
+                .is_some()
+            {
+                route_store::remove(&self.routes, &tenant)
+                    .await
+                    .map_err(|e| routes_error(&tenant, e))?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn discard_endpoint(&self, endpoint: EndpointKey) -> BoxFuture<'_, Result<(), Error>> {
+        async move {
+            let tenant = endpoint.tenant.clone();
+            let stream = self
+                .js
+                .get_stream(JOBS_STREAM)
+                .await
+                .map_err(|e| routes_error(&tenant, e))?;
+            // Missing consumer or jobs are fine: the endpoint may never have received any.
+            let _ = stream.delete_consumer(&delivery_consumer(&endpoint)).await;
+            stream
+                .purge()
+                .filter(job_subject(&endpoint))
+                .await
+                .map_err(|e| routes_error(&tenant, e))?;
+            self.stats
+                .purge(stats_key(&endpoint))
+                .await
+                .map_err(|e| routes_error(&tenant, e))?;
+            Ok(())
+        }
+        .boxed()
+    }
+}
