@@ -65,3 +65,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Crdgen => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks argument definitions only when a subcommand is parsed; check them all here.
+    #[test]
+    fn command_line_definitions_are_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -4,8 +4,11 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
+
+/// How long an applied workload is trusted without seeing it in the Deployment cache.
+pub const APPLIED_TTL: Duration = Duration::from_secs(30);
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret};
@@ -52,6 +55,9 @@ pub struct Context {
     pub operator_namespace: String,
     pub workloads: WorkloadSettings,
     failures: Mutex<HashMap<String, u32>>,
+    /// Config hash last applied per tenant, and when: reconciles of a namespace's endpoints
+    /// arriving before the Deployment watch has caught up must not re-apply the workload.
+    applied: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl Context {
@@ -71,6 +77,7 @@ impl Context {
             operator_namespace,
             workloads,
             failures: Mutex::default(),
+            applied: Mutex::default(),
         }
     }
 
@@ -160,6 +167,22 @@ impl Context {
         let n = failures.entry(key.to_owned()).or_default();
         *n = (*n + 1).min(9);
         Duration::from_secs(1 << *n).min(Duration::from_secs(300))
+    }
+
+    /// True when `hash` was applied for `tenant` within [`APPLIED_TTL`].
+    pub fn recently_applied(&self, tenant: &str, hash: &str) -> bool {
+        let applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        applied
+            .get(tenant)
+            .is_some_and(|(h, at)| h == hash && at.elapsed() < APPLIED_TTL)
+    }
+
+    pub fn record_applied(&self, tenant: &str, hash: Option<String>) {
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        match hash {
+            Some(hash) => applied.insert(tenant.to_owned(), (hash, Instant::now())),
+            None => applied.remove(tenant),
+        };
     }
 
     pub fn reset_backoff(&self, key: &str) {

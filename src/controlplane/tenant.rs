@@ -49,14 +49,11 @@ async fn ensure_workload(ctx: &Context, namespace: &str) -> Result<(), Error> {
         .stores
         .deployments
         .get(&ObjectRef::new(&name).within(&ctx.operator_namespace));
-    let want = workloads::deployed_hash(&desired.deployment).map(str::to_owned);
-    if live
-        .as_deref()
-        .and_then(workloads::deployed_hash)
-        .map(str::to_owned)
-        == want
-        && want.is_some()
-    {
+    let want = workloads::deployed_hash(&desired.deployment)
+        .unwrap_or_default()
+        .to_owned();
+    let live_hash = live.as_deref().and_then(workloads::deployed_hash);
+    if live_hash == Some(want.as_str()) || ctx.recently_applied(namespace, &want) {
         return Ok(());
     }
     let operator_ns = &ctx.operator_namespace;
@@ -84,6 +81,7 @@ async fn ensure_workload(ctx: &Context, namespace: &str) -> Result<(), Error> {
         &desired.deployment,
     )
     .await?;
+    ctx.record_applied(namespace, Some(want));
     tracing::info!(tenant = namespace, deployment = %name, "applied delivery workload");
     Ok(())
 }

@@ -181,9 +181,10 @@ fn settings() -> WorkloadSettings {
         deliver_cpu_limit: "1".into(),
         deliver_memory_limit: "256Mi".into(),
         deliver_nats_creds_secret: None,
-        nats_url: "nats://nats:4222".into(),
-        allow_private_networks: false,
-        log_format: "json".into(),
+        deliver_nats_url: "nats://nats:4222".into(),
+        deliver_allow_private_networks: false,
+        deliver_allow_cidrs: Vec::new(),
+        deliver_log_format: "json".into(),
     }
 }
 
@@ -440,6 +441,32 @@ async fn steady_state_reconciles_write_nothing() {
         "no API call when nothing changed: {:?}",
         f.api.calls()
     );
+}
+
+#[tokio::test]
+async fn a_burst_of_reconciles_applies_the_workload_once() {
+    let mut f = Fixture::new();
+    let names: Vec<String> = (0..20).map(|i| format!("ep-{i}")).collect();
+    for name in &names {
+        f.add_endpoint(&endpoint(name, "https://orders.example", true));
+        f.add_secret(&format!("{name}-signing"));
+    }
+    // The Deployment cache never catches up here, as at start-up before the watch delivers.
+    for name in &names {
+        endpoint::reconcile(
+            Arc::new(endpoint(name, "https://orders.example", true)),
+            f.ctx.clone(),
+        )
+        .await
+        .expect("reconcile");
+    }
+    let deployments = f
+        .api
+        .writes()
+        .into_iter()
+        .filter(|c| c.path.contains("/deployments/"))
+        .count();
+    assert_eq!(deployments, 1, "one namespace, one workload apply");
 }
 
 #[tokio::test]

@@ -56,20 +56,20 @@ pub struct WorkloadSettings {
     #[arg(long, env = "DELIVER_NATS_CREDS_SECRET")]
     pub deliver_nats_creds_secret: Option<String>,
     /// NATS URL handed to delivery pods.
-    #[arg(
-        long = "deliver-nats-url",
-        env = "DELIVER_NATS_URL",
-        default_value = "nats://nats:4222"
-    )]
-    pub nats_url: String,
+    #[arg(long, env = "DELIVER_NATS_URL", default_value = "nats://nats:4222")]
+    pub deliver_nats_url: String,
     /// Let delivery pods reach private and loopback addresses.
+    #[arg(long, env = "DELIVER_ALLOW_PRIVATE_NETWORKS")]
+    pub deliver_allow_private_networks: bool,
+    /// CIDRs delivery pods may reach even though they are private (repeatable).
     #[arg(
-        long = "deliver-allow-private-networks",
-        env = "DELIVER_ALLOW_PRIVATE_NETWORKS"
+        long = "deliver-allow-cidr",
+        env = "DELIVER_ALLOW_CIDRS",
+        value_delimiter = ','
     )]
-    pub allow_private_networks: bool,
-    #[arg(long = "deliver-log-format", default_value = "json")]
-    pub log_format: String,
+    pub deliver_allow_cidrs: Vec<String>,
+    #[arg(long, default_value = "json")]
+    pub deliver_log_format: String,
 }
 
 /// Every object of one tenant's delivery workload.
@@ -175,15 +175,18 @@ fn deployment(
         "--listen".into(),
         "0.0.0.0:8080".into(),
         "--log-format".into(),
-        settings.log_format.clone(),
+        settings.deliver_log_format.clone(),
     ];
-    if settings.allow_private_networks {
+    if settings.deliver_allow_private_networks {
         args.push("--allow-private-networks".into());
+    }
+    for cidr in &settings.deliver_allow_cidrs {
+        args.extend(["--allow-cidr".to_string(), cidr.clone()]);
     }
     let mut env = vec![
         EnvVar {
             name: "NATS_URL".into(),
-            value: Some(settings.nats_url.clone()),
+            value: Some(settings.deliver_nats_url.clone()),
             ..Default::default()
         },
         EnvVar {
@@ -338,9 +341,10 @@ mod tests {
             deliver_cpu_limit: "1".into(),
             deliver_memory_limit: "256Mi".into(),
             deliver_nats_creds_secret: Some("nats-creds".into()),
-            nats_url: "nats://nats:4222".into(),
-            allow_private_networks: false,
-            log_format: "json".into(),
+            deliver_nats_url: "nats://nats:4222".into(),
+            deliver_allow_private_networks: false,
+            deliver_allow_cidrs: Vec::new(),
+            deliver_log_format: "json".into(),
         }
     }
 

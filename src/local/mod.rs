@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     admin::{self, AdminState, CatalogEntry},
     dataplane::{
-        delivery::{self, DeliveryContext, Secrets},
+        delivery::{self, DeliveryContext, Secrets, address_guard::AddressGuardArgs},
         route_store::{self, Scope},
         router::Router,
         stats::{StatsFolder, StatsView},
@@ -35,9 +35,9 @@ pub struct LocalArgs {
     /// Directory of WebhookEndpoint, EventSubscription and Secret manifests (re-read on change).
     #[arg(long)]
     pub manifests: PathBuf,
-    /// Allow deliveries to loopback and private addresses (needed for receivers on this machine).
-    #[arg(long)]
-    pub allow_private_networks: bool,
+    /// `--allow-private-networks`, `--allow-cidr`: where deliveries may connect.
+    #[command(flatten)]
+    pub address_guard: AddressGuardArgs,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
@@ -49,11 +49,8 @@ pub async fn run(args: LocalArgs, cancel: CancellationToken) -> anyhow::Result<(
     if !args.manifests.is_dir() {
         anyhow::bail!("--manifests {}: not a directory", args.manifests.display());
     }
-    if !args.allow_private_networks {
-        tracing::warn!(
-            "the outbound address guard is not implemented yet: deliveries to private addresses are not blocked"
-        );
-    }
+    let guard = args.address_guard.guard();
+    tracing::info!(%guard, "outbound address guard");
     let connected = args.pipeline.connect("local").await?;
     let (secrets_tx, secrets_rx) = watch::channel(Arc::new(Secrets::new()));
     let (catalog_tx, catalog_rx) = watch::channel(Arc::new(Vec::new()));
@@ -89,7 +86,7 @@ pub async fn run(args: LocalArgs, cancel: CancellationToken) -> anyhow::Result<(
     );
     let ctx = Arc::new(DeliveryContext {
         js: connected.js.clone(),
-        client: delivery::http_client()?,
+        client: delivery::http_client(guard)?,
         metrics: connected.metrics.clone(),
     });
     tokio::spawn(delivery::run(

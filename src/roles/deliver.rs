@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     admin::{self, AdminState},
     dataplane::{
-        delivery::{self, DeliveryContext, Secrets},
+        delivery::{self, DeliveryContext, Secrets, address_guard::AddressGuardArgs},
         ingest::is_dns_label,
         route_store::{self, Scope},
         stats::StatsView,
@@ -31,9 +31,9 @@ pub struct DeliverArgs {
     /// The namespace (tenant) whose endpoints this process delivers to.
     #[arg(long)]
     pub tenant: String,
-    /// Allow deliveries to loopback and private addresses.
-    #[arg(long)]
-    pub allow_private_networks: bool,
+    /// `--allow-private-networks`, `--allow-cidr`: where deliveries may connect.
+    #[command(flatten)]
+    pub address_guard: AddressGuardArgs,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
@@ -42,6 +42,8 @@ pub async fn run(args: DeliverArgs, cancel: CancellationToken) -> anyhow::Result
     if !is_dns_label(&args.tenant) {
         anyhow::bail!("--tenant {:?} is not a valid namespace name", args.tenant);
     }
+    let guard = args.address_guard.guard();
+    tracing::info!(%guard, "outbound address guard");
     let client = kube::Client::try_default().await?;
     let connected = args.pipeline.connect("deliver").await?;
     let secrets = watch_secrets(
@@ -56,7 +58,7 @@ pub async fn run(args: DeliverArgs, cancel: CancellationToken) -> anyhow::Result
     );
     let ctx = Arc::new(DeliveryContext {
         js: connected.js.clone(),
-        client: delivery::http_client()?,
+        client: delivery::http_client(guard)?,
         metrics: connected.metrics.clone(),
     });
     tokio::spawn(delivery::run(ctx, routes.clone(), secrets, cancel.clone()));

@@ -137,6 +137,7 @@ pub struct Pipeline {
     nats_url: String,
     log: PathBuf,
     extra_args: Vec<String>,
+    allow_private_networks: bool,
 }
 
 impl Pipeline {
@@ -146,6 +147,21 @@ impl Pipeline {
     }
 
     pub async fn start_with(nats: &Nats, files: &[(&str, String)], extra_args: &[&str]) -> Self {
+        Self::launch(nats, files, extra_args, true).await
+    }
+
+    /// Starts without `--allow-private-networks`: the outbound address guard refuses loopback
+    /// receivers unless `extra_args` allow them (`--allow-cidr`).
+    pub async fn start_guarded(nats: &Nats, files: &[(&str, String)], extra_args: &[&str]) -> Self {
+        Self::launch(nats, files, extra_args, false).await
+    }
+
+    async fn launch(
+        nats: &Nats,
+        files: &[(&str, String)],
+        extra_args: &[&str],
+        allow_private_networks: bool,
+    ) -> Self {
         let manifests = tempfile::tempdir().expect("tempdir");
         for (name, text) in files {
             std::fs::write(manifests.path().join(name), text).expect("write manifest");
@@ -158,6 +174,7 @@ impl Pipeline {
             nats_url: nats.url(),
             log,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            allow_private_networks,
         };
         pipeline.spawn().await;
         pipeline
@@ -180,7 +197,10 @@ impl Pipeline {
                 "--listen",
                 &format!("127.0.0.1:{}", self.admin_port),
             ])
-            .arg("--allow-private-networks")
+            .args(
+                self.allow_private_networks
+                    .then_some("--allow-private-networks"),
+            )
             .args(&self.extra_args)
             .env("RUST_LOG", "info,async_nats=warn")
             .stdout(Stdio::null())

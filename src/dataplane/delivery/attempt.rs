@@ -6,7 +6,11 @@ use jiff::Timestamp;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 use tokio::time::Instant;
 
-use super::{backoff::parse_retry_after, signature};
+use super::{
+    address_guard::{GuardedClient, blocked_cause},
+    backoff::parse_retry_after,
+    signature,
+};
 use crate::{
     dataplane::{attempt_log::AttemptResult, job::Job},
     model::{EndpointConfig, signing_keys::SigningKeys},
@@ -16,6 +20,9 @@ use crate::{
 pub const RESPONSE_BODY_LIMIT: usize = 1024;
 
 pub const USER_AGENT_VALUE: &str = concat!("webhook-operator/", env!("CARGO_PKG_VERSION"));
+
+/// Failure reason of a target refused by the address guard.
+pub const BLOCKED_REASON: &str = "BlockedAddress";
 
 /// What one attempt produced.
 #[derive(Debug, Clone)]
@@ -43,7 +50,7 @@ impl AttemptReport {
 
 /// Sends `job` to `endpoint`, signed with `keys`.
 pub async fn send(
-    client: &reqwest::Client,
+    client: &GuardedClient,
     endpoint: &EndpointConfig,
     keys: &SigningKeys,
     job: &Job,
@@ -54,8 +61,19 @@ pub async fn send(
         Ok(headers) => headers,
         Err(message) => return failure(AttemptResult::Error, "InvalidRequest", message, started),
     };
-    let response = client
-        .post(&endpoint.url)
+    // IP-literal targets are refused here; names are refused while they are resolved.
+    let request = match client.post(&endpoint.url) {
+        Ok(request) => request,
+        Err(blocked) => {
+            return failure(
+                AttemptResult::Blocked,
+                BLOCKED_REASON,
+                blocked.to_string(),
+                started,
+            );
+        }
+    };
+    let response = request
         .headers(headers)
         .timeout(endpoint.timeout)
         .body(job.payload.clone())
@@ -149,6 +167,15 @@ async fn read_body_prefix(mut response: reqwest::Response) -> Option<String> {
 }
 
 fn transport_failure(error: reqwest::Error, started: Instant) -> AttemptReport {
+    // Before the connect check: reqwest reports the resolver's refusal as a connect error.
+    if let Some(blocked) = blocked_cause(&error) {
+        return failure(
+            AttemptResult::Blocked,
+            BLOCKED_REASON,
+            blocked.to_string(),
+            started,
+        );
+    }
     let (result, reason) = if error.is_timeout() {
         (AttemptResult::Timeout, "Timeout")
     } else if is_tls_error(&error) {

@@ -1,6 +1,7 @@
 //! Delivery: one worker per endpoint, started, reconfigured and stopped as routes and Secrets
 //! change.
 
+pub mod address_guard;
 pub mod attempt;
 pub mod backoff;
 pub mod signature;
@@ -19,6 +20,7 @@ use async_nats::jetstream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use self::address_guard::{AddressGuard, GuardedClient, SystemLookup};
 use super::route_store::{self, RoutesRx};
 use crate::{
     metrics::Metrics,
@@ -34,18 +36,19 @@ pub type SecretsRx = watch::Receiver<Arc<Secrets>>;
 pub struct DeliveryContext {
     pub js: jetstream::Context,
     /// One pooled client: keep-alive connections are reused per host across endpoints.
-    pub client: reqwest::Client,
+    pub client: GuardedClient,
     pub metrics: Arc<Metrics>,
 }
 
-/// Builds the outbound HTTP client: no redirects (a 3xx is a failure), pooled keep-alive.
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+/// Builds the outbound HTTP client: no redirects (a 3xx is a failure), pooled keep-alive, and
+/// every address it connects to checked by `guard` (see [`address_guard`]).
+pub fn http_client(guard: AddressGuard) -> Result<GuardedClient, reqwest::Error> {
+    let builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_keepalive(Duration::from_secs(30))
-        .build()
+        .tcp_keepalive(Duration::from_secs(30));
+    GuardedClient::build(builder, guard, Arc::new(SystemLookup))
 }
 
 /// What a worker needs: the endpoint's settings and its keys (or why there are none).
