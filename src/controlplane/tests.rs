@@ -469,7 +469,7 @@ async fn a_burst_of_reconciles_applies_the_workload_once() {
     assert_eq!(deployments, 1, "one namespace, one workload apply");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn deleting_an_endpoint_removes_routes_jobs_workload_and_finalizer() {
     let mut f = Fixture::new();
     let mut e = endpoint("orders", "https://orders.example", true);

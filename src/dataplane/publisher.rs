@@ -41,18 +41,25 @@ pub async fn publish_durably(
     Ok(())
 }
 
-/// Appends to the attempt log. The message id (event, endpoint, attempt) makes a retried
-/// publication after a crash count once.
+/// Appends to the attempt log.
+///
+/// A delivery attempt is recorded once: a crash before its job is acknowledged brings the job
+/// back as the next attempt, with a record of its own. Rejections (attempt 0) are re-published
+/// by a restarted router, so they carry a message id that JetStream deduplicates; attempts do
+/// not, sparing the server a deduplication entry per delivery.
 pub async fn record_attempt(
     js: &jetstream::Context,
     endpoint: &EndpointKey,
     record: &AttemptRecord,
 ) -> Result<(), PublishError> {
     let payload = serde_json::to_vec(record)?;
-    let mut headers = async_nats::HeaderMap::new();
-    let id = format!("{}:{}:{}", record.event_id, endpoint.name, record.attempt);
-    headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
-    publish_durably(js, attempt_subject(endpoint), Some(headers), payload.into()).await
+    let headers = (record.attempt == 0).then(|| {
+        let mut headers = async_nats::HeaderMap::new();
+        let id = format!("{}:{}:rejected", record.event_id, endpoint.name);
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+        headers
+    });
+    publish_durably(js, attempt_subject(endpoint), headers, payload.into()).await
 }
 
 pub async fn dead_letter(

@@ -82,10 +82,21 @@ pub struct Topology {
     pub stats: kv::Store,
 }
 
-/// Creates or updates every stream and bucket. Safe to run concurrently from several processes.
+/// Who may change stream settings. One process owns them (the controller, or local mode);
+/// routers and delivery processes only create what is missing, so a replica started with
+/// different flags can never, say, scale a replicated stream back down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authority {
+    Owner,
+    Joiner,
+}
+
+/// Creates every missing stream and bucket, and (as [`Authority::Owner`]) updates the settings
+/// of existing ones. Safe to run concurrently from several processes.
 pub async fn ensure(
     js: &jetstream::Context,
     settings: &TopologySettings,
+    authority: Authority,
 ) -> Result<Topology, TopologyError> {
     let streams = [
         stream::Config {
@@ -121,9 +132,11 @@ pub async fn ensure(
     ];
     for config in streams {
         let name = stream_name(&config.name);
-        js.create_or_update_stream(config)
-            .await
-            .map_err(|source| TopologyError::Stream { name, source })?;
+        match authority {
+            Authority::Owner => js.create_or_update_stream(config).await.map(drop),
+            Authority::Joiner => js.get_or_create_stream(config).await.map(drop),
+        }
+        .map_err(|source| TopologyError::Stream { name, source })?;
     }
     let bucket = |name: &'static str, history| kv::Config {
         bucket: name.into(),
@@ -132,20 +145,18 @@ pub async fn ensure(
         num_replicas: settings.replicas,
         ..Default::default()
     };
-    let routes = js
-        .create_or_update_key_value(bucket(ROUTES_BUCKET, 5))
-        .await
-        .map_err(|source| TopologyError::Bucket {
-            name: ROUTES_BUCKET,
-            source,
-        })?;
-    let stats = js
-        .create_or_update_key_value(bucket(STATS_BUCKET, 1))
-        .await
-        .map_err(|source| TopologyError::Bucket {
-            name: STATS_BUCKET,
-            source,
-        })?;
+    let open = |name: &'static str, history| async move {
+        if authority == Authority::Joiner
+            && let Ok(store) = js.get_key_value(name).await
+        {
+            return Ok(store);
+        }
+        js.create_or_update_key_value(bucket(name, history))
+            .await
+            .map_err(|source| TopologyError::Bucket { name, source })
+    };
+    let routes = open(ROUTES_BUCKET, 5).await?;
+    let stats = open(STATS_BUCKET, 1).await?;
     Ok(Topology { routes, stats })
 }
 

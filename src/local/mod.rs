@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     admin::{self, AdminState, CatalogEntry},
+    dataplane::topology::Authority,
     dataplane::{
         delivery::{self, DeliveryContext, Secrets, address_guard::AddressGuardArgs},
         route_store::{self, Scope},
@@ -51,7 +52,7 @@ pub async fn run(args: LocalArgs, cancel: CancellationToken) -> anyhow::Result<(
     }
     let guard = args.address_guard.guard();
     tracing::info!(%guard, "outbound address guard");
-    let connected = args.pipeline.connect("local").await?;
+    let connected = args.pipeline.connect("local", Authority::Owner).await?;
     let (secrets_tx, secrets_rx) = watch::channel(Arc::new(Secrets::new()));
     let (catalog_tx, catalog_rx) = watch::channel(Arc::new(Vec::new()));
     let mut watcher = ManifestWatcher {

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     admin::{self, AdminState},
+    dataplane::topology::Authority,
     dataplane::{
         delivery::{self, DeliveryContext, Secrets, address_guard::AddressGuardArgs},
         ingest::is_dns_label,
@@ -45,7 +46,7 @@ pub async fn run(args: DeliverArgs, cancel: CancellationToken) -> anyhow::Result
     let guard = args.address_guard.guard();
     tracing::info!(%guard, "outbound address guard");
     let client = kube::Client::try_default().await?;
-    let connected = args.pipeline.connect("deliver").await?;
+    let connected = args.pipeline.connect("deliver", Authority::Joiner).await?;
     let secrets = watch_secrets(
         Api::namespaced(client, &args.tenant),
         args.tenant.clone(),

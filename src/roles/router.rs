@@ -4,6 +4,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     admin::{self, AdminState},
+    dataplane::topology::Authority,
     dataplane::{
         route_store::{self, Scope},
         router::Router,
@@ -13,7 +14,7 @@ use crate::{
 };
 
 pub async fn run(args: PipelineArgs, cancel: CancellationToken) -> anyhow::Result<()> {
-    let connected = args.connect("router").await?;
+    let connected = args.connect("router", Authority::Joiner).await?;
     let mut routes = route_store::watch(
         connected.topology.routes.clone(),
         Scope::All,

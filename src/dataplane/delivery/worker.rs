@@ -145,6 +145,10 @@ async fn ensure_consumer(
             // Jobs waiting for their retry count here; large enough that a failing endpoint's
             // retries never starve its fresh jobs.
             max_ack_pending: 20_000,
+            // A consumer nobody pulls from (endpoint deleted, or recreated by a worker racing
+            // the deletion) is removed by the server; jobs stay in the work queue stream, and a
+            // new consumer with the same filter picks them up.
+            inactive_threshold: Duration::from_secs(3600),
             ..Default::default()
         },
         JOBS_STREAM,

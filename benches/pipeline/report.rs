@@ -1,0 +1,709 @@
+//! Results and their rendering as Markdown (BENCHMARKS.md and stdout).
+
+use std::fmt::Write as _;
+
+use crate::procs::{CpuShare, LogSummary, command_output};
+
+pub const TARGET_THROUGHPUT: f64 = 5_000.0;
+pub const TARGET_P99_MS: f64 = 25.0;
+pub const TARGET_HANG_RATIO: f64 = 1.25;
+
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub kernel: String,
+    pub date: String,
+    pub load: String,
+    pub nats_version: String,
+    pub rustc: String,
+}
+
+impl Machine {
+    pub fn detect(nats_bin: &std::path::Path) -> Self {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let cpu = read("/proc/cpuinfo")
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name")
+                    .and_then(|r| r.split_once(':'))
+                    .map(|(_, v)| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let memory_kib = read("/proc/meminfo")
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("MemTotal:")
+                    .and_then(|r| r.split_whitespace().next()?.parse::<f64>().ok())
+            })
+            .unwrap_or(0.0);
+        Self {
+            cpu,
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            memory_gib: memory_kib / 1024.0 / 1024.0,
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+            date: jiff::Timestamp::now()
+                .strftime("%Y-%m-%d %H:%M UTC")
+                .to_string(),
+            load: read("/proc/loadavg")
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
+            nats_version: command_output(nats_bin, &["--version"])
+                .unwrap_or_else(|| "unknown".into()),
+            rustc: command_output("rustc", &["--version"]).unwrap_or_else(|| "unknown".into()),
+        }
+    }
+}
+
+/// What every pipeline scenario reports besides its numbers.
+#[derive(Default)]
+pub struct RunInfo {
+    pub cpu: CpuShare,
+    pub log: LogSummary,
+    pub log_copy: Option<String>,
+    pub signatures_checked: u64,
+    pub signatures_bad: u64,
+    pub receiver_problem: Option<String>,
+    pub publish_failed: u64,
+    pub publish_error: Option<String>,
+}
+
+pub struct Throughput {
+    pub seconds: usize,
+    pub warmup: usize,
+    pub per_second: Vec<u64>,
+    pub median: f64,
+    pub min: u64,
+    pub max: u64,
+    pub in_window: u64,
+    pub published: u64,
+    pub delivered: u64,
+    pub duplicates: u64,
+    pub drain_seconds: Option<f64>,
+    pub pipeline_reported: Option<u64>,
+    pub info: RunInfo,
+}
+
+pub struct Latency {
+    pub rate: u64,
+    pub seconds: usize,
+    pub published: u64,
+    pub delivered: u64,
+    pub duplicates: u64,
+    pub drain_seconds: Option<f64>,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+    /// Hanging-endpoint run: attempts that reached the hanging path, share of events it gets.
+    pub hang: Option<(u64, f64)>,
+    pub info: RunInfo,
+}
+
+/// CPU time per delivery, in microseconds.
+pub struct CpuCost {
+    pub nats: f64,
+    pub pipeline: f64,
+    pub bench: f64,
+}
+
+impl CpuCost {
+    pub fn total(&self) -> f64 {
+        self.nats + self.pipeline + self.bench
+    }
+
+    /// Deliveries per second `cores` could carry at this cost.
+    pub fn capacity(&self, cores: usize) -> f64 {
+        cores as f64 * 1e6 / self.total()
+    }
+}
+
+impl Throughput {
+    pub fn cpu_cost(&self) -> Option<CpuCost> {
+        let rate = self.in_window as f64 / self.seconds.max(1) as f64;
+        let c = self.info.cpu;
+        (rate > 0.0 && c.ours() > 0.0).then(|| CpuCost {
+            nats: c.nats * 1e6 / rate,
+            pipeline: c.pipeline * 1e6 / rate,
+            bench: c.bench * 1e6 / rate,
+        })
+    }
+}
+
+impl Latency {
+    pub fn all_delivered(&self) -> bool {
+        self.delivered >= self.published && self.published > 0
+    }
+}
+
+pub struct Ceiling {
+    pub tool: String,
+    pub seconds: usize,
+    pub connections: usize,
+    pub median: f64,
+    pub tool_rps: Option<f64>,
+}
+
+pub struct Results {
+    pub machine: Machine,
+    pub partial: bool,
+    pub runtime_seconds: f64,
+    pub ceiling: Result<Ceiling, String>,
+    pub throughput: Result<Throughput, String>,
+    pub latency: Result<Latency, String>,
+    pub hang: Result<Latency, String>,
+}
+
+pub fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "yes" } else { "**no**" }
+}
+
+fn cpu(info: &RunInfo, cores: usize) -> String {
+    let c = info.cpu;
+    format!(
+        "nats-server {:.2}, pipeline {:.2}, bench (publisher + receiver) {:.2}; other processes on the machine {:.2}; total {:.2} of {cores}",
+        c.nats,
+        c.pipeline,
+        c.bench,
+        c.others,
+        c.ours() + c.others
+    )
+}
+
+fn drain(seconds: Option<f64>) -> String {
+    match seconds {
+        Some(s) => format!("yes, {s:.1} s after the publisher stopped"),
+        None => "**no** (timed out)".into(),
+    }
+}
+
+fn common_rows(out: &mut String, info: &RunInfo, cores: usize) {
+    let _ = writeln!(out, "| CPU used, cores | {} |", cpu(info, cores));
+    let _ = writeln!(
+        out,
+        "| Signatures verified (HMAC) | {} checked, {} bad{} |",
+        info.signatures_checked,
+        info.signatures_bad,
+        info.receiver_problem
+            .as_deref()
+            .map(|p| format!(" ({})", escape(p)))
+            .unwrap_or_default()
+    );
+    if info.publish_failed > 0 {
+        let _ = writeln!(
+            out,
+            "| Publish failures | {} ({}) |",
+            info.publish_failed,
+            escape(info.publish_error.as_deref().unwrap_or(""))
+        );
+    }
+    let _ = writeln!(out, "| Pipeline log | {} |", info.log.describe());
+    for sample in &info.log.samples {
+        let _ = writeln!(
+            out,
+            "| | `{}` |",
+            sample.replace('`', "'").replace('|', "/")
+        );
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('|', "/").replace('\n', " ")
+}
+
+impl Results {
+    pub fn markdown(&self) -> String {
+        let m = &self.machine;
+        let cores = m.cores;
+        let mut out = String::new();
+        let _ = writeln!(out, "# Benchmarks\n");
+        let _ = writeln!(
+            out,
+            "End-to-end numbers of the delivery pipeline on one machine: publisher -> NATS JetStream -> \
+             `webhook-operator local` -> HTTP receiver. Written by `benches/pipeline.rs` on every run, so \
+             this file always shows the last run.{}\n",
+            if self.partial {
+                " **Partial run (`PIPELINE_BENCH_QUICK` or `PIPELINE_BENCH_ONLY`): not representative.**"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(
+            out,
+            "Command: `make bench` (runs `NATS_SERVER_BIN=$(CURDIR)/.tools/bin/nats-server cargo bench --bench pipeline`).\n"
+        );
+        let _ = writeln!(out, "## Machine\n");
+        let _ = writeln!(out, "| | |\n|---|---|");
+        let _ = writeln!(out, "| Date | {} |", m.date);
+        let _ = writeln!(out, "| CPU | {} |", m.cpu);
+        let _ = writeln!(out, "| Cores (`nproc`) | {cores} |");
+        let _ = writeln!(out, "| Memory | {:.1} GiB |", m.memory_gib);
+        let _ = writeln!(out, "| Kernel (`uname -r`) | {} |", m.kernel);
+        let _ = writeln!(out, "| Load average at start | {} |", m.load);
+        let _ = writeln!(
+            out,
+            "| nats-server | {} (JetStream, file storage, fresh per scenario) |",
+            m.nats_version
+        );
+        let _ = writeln!(out, "| Rust | {} (release profile) |", m.rustc);
+        let _ = writeln!(out, "| Bench runtime | {:.0} s |", self.runtime_seconds);
+        let _ = writeln!(
+            out,
+            "\nnats-server, the pipeline process and the bench process (publisher and receiver) all share \
+             these {cores} cores; the numbers are what the whole chain does on this machine, not the \
+             pipeline alone.\n"
+        );
+
+        let _ = writeln!(out, "## Summary\n");
+        let _ = writeln!(
+            out,
+            "| Scenario | Result | Target | Met | CPU taken by other processes meanwhile |\n|---|---|---|---|---|"
+        );
+        let others = |info: &RunInfo| format!("{:.2} of {cores} cores", info.cpu.others);
+        match &self.throughput {
+            Ok(t) => {
+                let _ = writeln!(
+                    out,
+                    "| 1. Throughput, 100 endpoints | {} deliveries/s | >= {} deliveries/s | {} | {} |",
+                    thousands(t.median),
+                    thousands(TARGET_THROUGHPUT),
+                    met(t.median >= TARGET_THROUGHPUT),
+                    others(&t.info)
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    out,
+                    "| 1. Throughput | failed: {} | >= 5,000 deliveries/s | **no** | |",
+                    escape(e)
+                );
+            }
+        }
+        match &self.latency {
+            Ok(l) => {
+                let _ = writeln!(
+                    out,
+                    "| 2. Latency p99 at {} events/s | {:.1} ms (p50 {:.1} ms) | <= {TARGET_P99_MS:.0} ms | {} | {} |",
+                    thousands(l.rate as f64),
+                    l.p99,
+                    l.p50,
+                    met(l.p99 <= TARGET_P99_MS && l.all_delivered()),
+                    others(&l.info)
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    out,
+                    "| 2. Latency | failed: {} | p99 <= 25 ms | **no** | |",
+                    escape(e)
+                );
+            }
+        }
+        match (&self.hang, &self.latency) {
+            (Ok(h), Ok(l)) => {
+                let ratio = h.p99 / l.p99;
+                let _ = writeln!(
+                    out,
+                    "| 3. Others' p99 with a hanging endpoint | {:.1} ms, {:+.0}% vs run 2 | <= +{:.0}% | {} | {} |",
+                    h.p99,
+                    (ratio - 1.0) * 100.0,
+                    (TARGET_HANG_RATIO - 1.0) * 100.0,
+                    met(ratio <= TARGET_HANG_RATIO && h.all_delivered()),
+                    others(&h.info)
+                );
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                let _ = writeln!(
+                    out,
+                    "| 3. Hanging endpoint | failed: {} | <= +25% | **no** | |",
+                    escape(e)
+                );
+            }
+        }
+        match (&self.ceiling, &self.throughput) {
+            (Ok(c), Ok(t)) => {
+                let _ = writeln!(
+                    out,
+                    "| 4. Receiver ceiling ({}) | {} requests/s; pipeline = {:.1}% of it | (reference) | | |",
+                    c.tool,
+                    thousands(c.median),
+                    100.0 * t.median / c.median
+                );
+            }
+            (Ok(c), Err(_)) => {
+                let _ = writeln!(
+                    out,
+                    "| 4. Receiver ceiling ({}) | {} requests/s | (reference) | | |",
+                    c.tool,
+                    thousands(c.median)
+                );
+            }
+            (Err(e), _) => {
+                let _ = writeln!(
+                    out,
+                    "| 4. Receiver ceiling | failed: {} | (reference) | | |",
+                    escape(e)
+                );
+            }
+        }
+
+        let _ = writeln!(out, "\n## 1. Throughput\n");
+        let _ = writeln!(
+            out,
+            "100 endpoints, one subscription each; events round-robin over them; the publisher keeps up to \
+             1,024 publishes awaiting their JetStream ack and stops publishing while more than 20,000 events \
+             are published but not yet delivered (so it runs exactly as fast as the pipeline absorbs).\n"
+        );
+        match &self.throughput {
+            Ok(t) => {
+                let _ = writeln!(out, "| Metric | Value |\n|---|---|");
+                let _ = writeln!(
+                    out,
+                    "| Window | {} s, first {} s skipped as warm-up |",
+                    t.seconds, t.warmup
+                );
+                let _ = writeln!(
+                    out,
+                    "| **Deliveries/s** (median of per-second receiver counts, steady part) | **{}** (target >= {}) |",
+                    thousands(t.median),
+                    thousands(TARGET_THROUGHPUT)
+                );
+                let _ = writeln!(
+                    out,
+                    "| Min / max per second (steady part) | {} / {} |",
+                    thousands(t.min as f64),
+                    thousands(t.max as f64)
+                );
+                let _ = writeln!(
+                    out,
+                    "| Deliveries in the {} s window | {} |",
+                    t.seconds,
+                    thousands(t.in_window as f64)
+                );
+                let _ = writeln!(
+                    out,
+                    "| Events published (acked) | {} |",
+                    thousands(t.published as f64)
+                );
+                let _ = writeln!(
+                    out,
+                    "| Delivered in the end | {} ({} duplicates); all delivered: {} |",
+                    thousands(t.delivered as f64),
+                    t.duplicates,
+                    drain(t.drain_seconds)
+                );
+                if let Some(reported) = t.pipeline_reported {
+                    let _ = writeln!(
+                        out,
+                        "| Pipeline's own `delivered` counters (GET /v1/endpoints, incl. warm-up) | {} |",
+                        thousands(reported as f64)
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "| Per-second counts | {} |",
+                    t.per_second
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+                if let Some(cost) = t.cpu_cost() {
+                    let _ = writeln!(
+                        out,
+                        "| CPU per delivery (whole window) | {:.0} µs: nats-server {:.0}, pipeline {:.0}, bench {:.0} |",
+                        cost.total(),
+                        cost.nats,
+                        cost.pipeline,
+                        cost.bench
+                    );
+                    let _ = writeln!(
+                        out,
+                        "| Ceiling implied by that cost on {cores} idle cores | ~{} deliveries/s (linear estimate) |",
+                        thousands(cost.capacity(cores))
+                    );
+                }
+                common_rows(&mut out, &t.info, cores);
+            }
+            Err(e) => {
+                let _ = writeln!(out, "Failed: {e}");
+            }
+        }
+
+        for (title, run) in [
+            ("2. Latency at a fixed rate", &self.latency),
+            ("3. Latency with a hanging endpoint", &self.hang),
+        ] {
+            let _ = writeln!(out, "\n## {title}\n");
+            let hang = title.starts_with('3');
+            if hang {
+                let _ = writeln!(
+                    out,
+                    "As run 2, plus one extra endpoint (`/hang`, timeout 2s, maxInFlight 50, 3 attempts) \
+                     subscribed to 10% of the event types; the receiver never answers it. Latencies are those \
+                     of the 100 healthy endpoints.\n"
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "The same 100 endpoints; a paced publisher at a fixed rate; each payload carries its publish \
+                     time and the receiver measures publish -> receipt (same process, monotonic clock).\n"
+                );
+            }
+            match run {
+                Ok(l) => {
+                    let _ = writeln!(out, "| Metric | Value |\n|---|---|");
+                    let _ = writeln!(
+                        out,
+                        "| Rate x duration | {} events/s x {} s |",
+                        thousands(l.rate as f64),
+                        l.seconds
+                    );
+                    let _ = writeln!(out, "| p50 | {:.2} ms |", l.p50);
+                    let _ = writeln!(out, "| p90 | {:.2} ms |", l.p90);
+                    let _ = writeln!(
+                        out,
+                        "| **p99** | **{:.2} ms** (target <= {TARGET_P99_MS:.0} ms) |",
+                        l.p99
+                    );
+                    let _ = writeln!(out, "| max | {:.2} ms |", l.max);
+                    if let (true, Ok(base)) = (hang, &self.latency) {
+                        let _ = writeln!(
+                            out,
+                            "| vs run 2 | p50 x{:.2}, **p99 x{:.2}** (target <= x{TARGET_HANG_RATIO:.2}) |",
+                            l.p50 / base.p50,
+                            l.p99 / base.p99
+                        );
+                    }
+                    if let Some((hits, share)) = l.hang {
+                        let _ = writeln!(
+                            out,
+                            "| Hanging endpoint | {:.0}% of events; {} requests reached it (each held until the 2 s timeout) |",
+                            share * 100.0,
+                            thousands(hits as f64)
+                        );
+                    }
+                    let _ = writeln!(
+                        out,
+                        "| Published (acked) | {} |",
+                        thousands(l.published as f64)
+                    );
+                    let _ = writeln!(
+                        out,
+                        "| Delivered == published | {} ({} unique, {} duplicates); drained: {} |",
+                        met(l.all_delivered()),
+                        thousands(l.delivered as f64),
+                        l.duplicates,
+                        drain(l.drain_seconds)
+                    );
+                    common_rows(&mut out, &l.info, cores);
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "Failed: {e}");
+                }
+            }
+        }
+
+        let _ = writeln!(out, "\n## 4. Receiver ceiling\n");
+        let _ = writeln!(
+            out,
+            "The same in-process receiver (same handler: JSON parse, counters), loaded directly with small \
+             POSTs over keep-alive connections: what the local HTTP hop alone can do on this machine.\n"
+        );
+        match &self.ceiling {
+            Ok(c) => {
+                let _ = writeln!(out, "| Metric | Value |\n|---|---|");
+                let _ = writeln!(
+                    out,
+                    "| Load generator | {}, {} connections, {} s |",
+                    c.tool, c.connections, c.seconds
+                );
+                let _ = writeln!(
+                    out,
+                    "| **Requests/s** (median of per-second receiver counts) | **{}** |",
+                    thousands(c.median)
+                );
+                if let Some(rps) = c.tool_rps {
+                    let _ = writeln!(
+                        out,
+                        "| Requests/s as the load generator reports it | {} |",
+                        thousands(rps)
+                    );
+                }
+                if let Ok(t) = &self.throughput {
+                    let _ = writeln!(
+                        out,
+                        "| Pipeline / ceiling | {:.1}% |",
+                        100.0 * t.median / c.median
+                    );
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(out, "Failed: {e}");
+            }
+        }
+
+        let _ = writeln!(out, "\n## Notes\n");
+        for note in self.notes() {
+            let _ = writeln!(out, "- {note}");
+        }
+        out
+    }
+
+    /// One honest sentence per missed target, plus what the run itself says about the cause.
+    fn notes(&self) -> Vec<String> {
+        let cores = self.machine.cores as f64;
+        let saturated = |info: &RunInfo| {
+            let c = info.cpu;
+            let total = c.ours() + c.others;
+            let split = format!(
+                "{total:.2} of {cores:.0} cores busy: nats-server {:.2}, pipeline {:.2}, bench {:.2}, other processes {:.2}",
+                c.nats, c.pipeline, c.bench, c.others
+            );
+            let mut text = if total >= 0.85 * cores {
+                format!(" The machine was CPU-bound during the run ({split}).")
+            } else {
+                format!(
+                    " CPU was not the limit ({split}), which points at waiting (round trips, batching) rather than work."
+                )
+            };
+            if c.others >= 0.25 * cores {
+                text.push_str(" Other work on the machine took a large share of the CPU, so this number understates the pipeline.");
+            }
+            text
+        };
+        let mut notes = Vec::new();
+        if let Ok(t) = &self.throughput
+            && t.median < TARGET_THROUGHPUT
+        {
+            let mut note = format!(
+                "Throughput target missed: {} deliveries/s against >= {}.",
+                thousands(t.median),
+                thousands(TARGET_THROUGHPUT)
+            );
+            note.push_str(&saturated(&t.info));
+            if let Ok(c) = &self.ceiling {
+                let _ = write!(
+                    note,
+                    " The receiver alone takes {} requests/s, so the HTTP hop is not what limits it.",
+                    thousands(c.median)
+                );
+            }
+            if let Some(cost) = t.cpu_cost() {
+                let _ = write!(
+                    note,
+                    " Each delivery cost {:.0} µs of CPU in all (nats-server {:.0}, pipeline {:.0}, bench {:.0}), so with \
+                     all {} cores to itself this chain would do roughly {} deliveries/s (linear estimate){}.",
+                    cost.total(),
+                    cost.nats,
+                    cost.pipeline,
+                    cost.bench,
+                    self.machine.cores,
+                    thousands(cost.capacity(self.machine.cores)),
+                    if cost.capacity(self.machine.cores) >= TARGET_THROUGHPUT {
+                        ": the target looks reachable on an idle machine, not on this busy one"
+                    } else {
+                        ": short of the target even on an idle machine"
+                    }
+                );
+            }
+            note.push_str(
+                " For every delivery JetStream stores three messages (event, job, attempt record), each \
+                 consumed and acknowledged, plus the counters' key-value updates, all on the same cores.",
+            );
+            notes.push(note);
+        }
+        if let Ok(l) = &self.latency {
+            if l.p99 > TARGET_P99_MS {
+                notes.push(format!(
+                    "Latency target missed: p99 {:.1} ms at {} events/s against <= {TARGET_P99_MS:.0} ms.{}",
+                    l.p99,
+                    thousands(l.rate as f64),
+                    saturated(&l.info)
+                ));
+            }
+            if !l.all_delivered() {
+                notes.push(format!(
+                    "Run 2 did not deliver every event: {} of {} arrived within the drain time.",
+                    l.delivered, l.published
+                ));
+            }
+        }
+        if let (Ok(h), Ok(l)) = (&self.hang, &self.latency) {
+            let ratio = h.p99 / l.p99;
+            if ratio > TARGET_HANG_RATIO {
+                notes.push(format!(
+                    "Isolation target missed: with a hanging endpoint the others' p99 went from {:.1} ms to {:.1} ms (x{ratio:.2}, target <= x{TARGET_HANG_RATIO:.2}).{}{}",
+                    l.p99,
+                    h.p99,
+                    saturated(&h.info),
+                    if h.p50 / l.p50 > TARGET_HANG_RATIO {
+                        format!(
+                            " The median moved too (p50 {:.1} -> {:.1} ms), so the whole chain ran slower during run 3, not only the tail; \
+                             compare the other-process CPU of runs 2 and 3 ({:.2} vs {:.2} cores) before blaming isolation.",
+                            l.p50, h.p50, l.info.cpu.others, h.info.cpu.others
+                        )
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            if !h.all_delivered() {
+                notes.push(format!(
+                    "Run 3 did not deliver every event to the healthy endpoints: {} of {} arrived within the drain time.",
+                    h.delivered, h.published
+                ));
+            }
+        }
+        for (name, result) in [
+            ("throughput", self.throughput.as_ref().map(|t| &t.info)),
+            ("latency", self.latency.as_ref().map(|l| &l.info)),
+            ("hang", self.hang.as_ref().map(|l| &l.info)),
+        ] {
+            if let Ok(info) = result
+                && (info.log.errors > 0 || info.signatures_bad > 0)
+            {
+                notes.push(format!(
+                    "The {name} run had {} pipeline log errors and {} bad signatures; see the log copy {}.",
+                    info.log.errors,
+                    info.signatures_bad,
+                    info.log_copy.as_deref().unwrap_or("(none)")
+                ));
+            }
+        }
+        if notes.is_empty() {
+            notes.push("Every target was met in this run.".into());
+        }
+        notes.push(
+            "Run-to-run variation on a shared 2-core machine is large (other work on the machine competes for the \
+             same cores); compare runs only with the load average in mind."
+                .into(),
+        );
+        notes.push(format!(
+            "Pipeline and nats-server logs of the last run are kept under `{}/pipeline-bench/`.",
+            relative_tmpdir()
+        ));
+        notes
+    }
+}
+
+fn relative_tmpdir() -> String {
+    let tmp = env!("CARGO_TARGET_TMPDIR");
+    tmp.strip_prefix(env!("CARGO_MANIFEST_DIR"))
+        .map(|p| p.trim_start_matches('/').to_owned())
+        .unwrap_or_else(|| tmp.to_owned())
+}

@@ -1,0 +1,262 @@
+"""The Helm chart, rendered and linted with Helm's own Go SDK (PyPI helm-python-sdk)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import helm_python as helm
+import pytest
+
+import manifests as m
+from conftest import CHART, ROOT
+
+RELEASE = "webhook-operator"
+NAMESPACE = "webhook-system"
+
+TLS = {
+    "nats": {
+        "url": "tls://nats.nats.svc:4222",
+        "credentialsSecret": "nats-creds",
+        "tls": {"enabled": True, "caSecret": "nats-ca", "clientSecret": "nats-client"},
+    }
+}
+MONITORING = {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+                          "prometheusRule": {"enabled": True, "alertLabels": {"team": "platform"}}}}
+PRIVATE = {"allowPrivateNetworks": True, "allowCidrs": ["10.20.0.0/16", "192.168.1.7"]}
+NETWORK_POLICY = {"networkPolicy": {"enabled": True}, "allowCidrs": ["10.20.0.0/16", "fd00::1"]}
+SINGLE = {"controller": {"replicas": 1, "leaderElection": False}}
+EVERYTHING = {**TLS, **MONITORING, **PRIVATE, **NETWORK_POLICY, **SINGLE,
+              "egressProxy": {"httpsProxy": "http://proxy:3128", "noProxy": ".svc,.cluster.local"},
+              "delivery": {"image": {"repository": "registry.example/webhook-operator", "tag": "1.2.3"},
+                           "replicas": 3, "natsUrl": "nats://nats-delivery:4222",
+                           "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                                         "limits": {"cpu": 2, "memory": "1Gi"}}},
+              "logFormat": "text"}
+
+VARIANTS = {
+    "default": {},
+    "tls": TLS,
+    "monitoring": MONITORING,
+    "private-networks": PRIVATE,
+    "network-policy": NETWORK_POLICY,
+    "leader-election-off": SINGLE,
+    "everything": EVERYTHING,
+}
+
+
+def render(values: dict[str, Any]) -> dict[str, str]:
+    with helm.Chart.load(CHART) as chart:
+        return chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+
+
+def objects(values: dict[str, Any]) -> list[dict[str, Any]]:
+    rendered = render(values)
+    return [obj for path, text in sorted(rendered.items()) if not path.endswith("NOTES.txt")
+            for obj in m.parse(text)]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_lints_clean(variant):
+    report = helm.lint(CHART, VARIANTS[variant], strict=True, namespace=NAMESPACE)
+    problems = [msg for msg in report["messages"] if msg["severity"] >= 2]
+    assert not report["errors"] and not problems, report
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_renders_valid_objects(variant):
+    rendered = objects(VARIANTS[variant])
+    m.check_all(rendered, NAMESPACE)
+
+
+def test_default_install():
+    rendered = objects({})
+    kinds = sorted(o["kind"] for o in rendered)
+    assert kinds == sorted(["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+                            "ServiceAccount", "ServiceAccount", "Deployment", "Deployment",
+                            "Service", "Service", "PodDisruptionBudget", "PodDisruptionBudget"])
+    controller = m.one(rendered, "Deployment", "-controller")
+    router = m.one(rendered, "Deployment", "-router")
+    assert controller["metadata"]["name"] == "webhook-operator-controller"
+    assert controller["spec"]["replicas"] == 2 and router["spec"]["replicas"] == 2
+    c = m.container(rendered, "-controller")
+    image = c["image"]
+    with helm.Chart.load(CHART) as chart:
+        assert image == f"ghcr.io/webhook-operator/webhook-operator:{chart.metadata['appVersion']}"
+    assert m.flag_value(c, "--leader-election") == "true"
+    # Delivery pods run the operator's own image, with the safe default (private networks refused).
+    assert m.flag_value(c, "--deliver-image") == image
+    assert "--deliver-allow-private-networks" not in c["args"]
+    assert m.flag_value(c, "--deliver-nats-url") == m.flag_value(c, "--nats-url") == "nats://nats:4222"
+    assert m.flag_value(c, "--log-format") == m.flag_value(c, "--deliver-log-format") == "json"
+    assert m.container(rendered, "-router")["args"][0] == "router"
+
+
+def test_other_release_name():
+    with helm.Chart.load(CHART) as chart:
+        rendered = [o for path, text in chart.render({}, name="prod", namespace="ops").items()
+                    if not path.endswith("NOTES.txt") for o in m.parse(text)]
+    m.check_all(rendered, "ops")
+    assert m.one(rendered, "Deployment", "-controller")["metadata"]["name"] == "prod-webhook-operator-controller"
+
+
+def test_delivery_settings_reach_the_controller_flags():
+    c = m.container(objects(EVERYTHING), "-controller")
+    assert m.flag_value(c, "--deliver-image") == "registry.example/webhook-operator:1.2.3"
+    assert m.flag_value(c, "--deliver-replicas") == "3"
+    assert [m.flag_value(c, f"--deliver-{f}") for f in
+            ("cpu-request", "memory-request", "cpu-limit", "memory-limit")] == ["100m", "128Mi", "2", "1Gi"]
+    assert m.flag_value(c, "--deliver-nats-url") == "nats://nats-delivery:4222"
+    assert m.flag_value(c, "--deliver-nats-creds-secret") == "nats-creds"
+    assert m.flag_value(c, "--deliver-log-format") == "text"
+    # The proxy has no flag yet: it is only in the controller's environment (see README.md).
+    assert m.env(c)["HTTPS_PROXY"] == "http://proxy:3128"
+    assert "HTTPS_PROXY" not in m.env(m.container(objects(EVERYTHING), "-router"))
+
+
+def test_tls_and_credentials_are_mounted_where_the_flags_point():
+    rendered = objects(TLS)
+    for suffix in ("-controller", "-router"):
+        deployment = m.one(rendered, "Deployment", suffix)
+        (c,) = m.containers(deployment)
+        mounts = {v["mountPath"]: v["name"] for v in c["volumeMounts"]}
+        secrets = {v["name"]: v["secret"] for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        expected = {"--nats-creds": ("nats-creds", "creds"), "--nats-tls-ca": ("nats-ca", "ca.crt"),
+                    "--nats-tls-cert": ("nats-client", "tls.crt"), "--nats-tls-key": ("nats-client", "tls.key")}
+        for flag, (secret, key) in expected.items():
+            path = m.flag_value(c, flag)
+            directory, file = path.rsplit("/", 1)
+            volume = secrets[mounts[directory]]
+            assert (volume["secretName"], file) == (secret, key), flag
+            assert key in {item["key"] for item in volume["items"]}
+        assert m.flag_value(c, "--nats-url") == "tls://nats.nats.svc:4222"
+
+
+def test_tls_needs_a_ca_secret():
+    with pytest.raises(helm.HelmError, match="nats.tls.caSecret is required"):
+        render({"nats": {"tls": {"enabled": True}}})
+
+
+def test_monitoring_objects_and_alerts():
+    rendered = objects(MONITORING)
+    monitor = m.one(rendered, "ServiceMonitor", RELEASE)
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    services = [s for s in m.of_kind(rendered, "Service")
+                if m.labels_match(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])]
+    assert len(services) == 2, "the ServiceMonitor selects the controller and router Services"
+    pods = m.one(rendered, "PodMonitor", "-delivery")
+    # The delivery pods the controller creates (src/controlplane/workloads.rs labels).
+    assert pods["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "webhook-deliver", "app.kubernetes.io/managed-by": "webhook-operator"}
+    rules = {r["alert"]: r for g in m.one(rendered, "PrometheusRule", RELEASE)["spec"]["groups"]
+             for r in g["rules"]}
+    assert set(rules) == {"WebhookEndpointFailing", "WebhookDeadLettersGrowing", "WebhookBacklogGrowing"}
+    assert 'webhook_endpoints{health="Failing"}' in rules["WebhookEndpointFailing"]["expr"]
+    assert rules["WebhookEndpointFailing"]["for"] == "10m"
+    assert "increase(webhook_deliveries_dead_lettered_total[15m])" in rules["WebhookDeadLettersGrowing"]["expr"]
+    backlog = rules["WebhookBacklogGrowing"]["expr"]
+    assert "deriv(webhook_pending_deliveries[15m])" in backlog and "> 1000" in backlog
+    assert all(r["labels"]["team"] == "platform" for r in rules.values())
+    assert "{{ $labels.tenant }}" in rules["WebhookBacklogGrowing"]["annotations"]["description"]
+
+
+def test_private_networks_only_when_asked():
+    c = m.container(objects(PRIVATE), "-controller")
+    assert "--deliver-allow-private-networks" in c["args"]
+    assert [a for a in c["args"] if a.startswith("--deliver-allow-cidr")] == [
+        "--deliver-allow-cidr=10.20.0.0/16", "--deliver-allow-cidr=192.168.1.7"]
+
+
+def test_network_policies():
+    rendered = objects(NETWORK_POLICY)
+    policies = {p["metadata"]["name"].rsplit("-", 1)[1]: p["spec"] for p in m.of_kind(rendered, "NetworkPolicy")}
+    assert set(policies) == {"controller", "router", "delivery"}
+    ports = lambda rules: {p["port"] for r in rules for p in r.get("ports", [])}  # noqa: E731
+    assert ports(policies["router"]["egress"]) == {53, 4222}, "routers reach only DNS and NATS"
+    assert {443, 6443, 4222} <= ports(policies["controller"]["egress"])
+    blocks = [peer["ipBlock"] for rule in policies["delivery"]["egress"] for peer in rule.get("to", [])
+              if "ipBlock" in peer]
+    public = next(b for b in blocks if b["cidr"] == "0.0.0.0/0" and "except" in b)
+    assert {"10.0.0.0/8", "169.254.0.0/16", "127.0.0.0/8"} <= set(public["except"])
+    assert {"cidr": "10.20.0.0/16"} in blocks and {"cidr": "fd00::1/128"} in blocks
+    # allowPrivateNetworks opens the fence as well.
+    opened = objects({**NETWORK_POLICY, "allowPrivateNetworks": True})
+    delivery = next(p for p in m.of_kind(opened, "NetworkPolicy") if p["metadata"]["name"].endswith("-delivery"))
+    assert not any("except" in peer.get("ipBlock", {}) for r in delivery["spec"]["egress"] for peer in r.get("to", []))
+
+
+def test_leader_election_off_runs_one_replica():
+    rendered = objects(SINGLE)
+    c = m.container(rendered, "-controller")
+    assert m.flag_value(c, "--leader-election") == "false"
+    assert m.one(rendered, "Deployment", "-controller")["spec"]["replicas"] == 1
+    assert [p["metadata"]["name"] for p in m.of_kind(rendered, "PodDisruptionBudget")] == ["webhook-operator-router"]
+    with pytest.raises(helm.HelmError, match="leaderElection=false needs controller.replicas=1"):
+        render({"controller": {"leaderElection": False}})
+
+
+@pytest.mark.parametrize("bad", [
+    {"controller": {"replicas": "two"}},
+    {"router": {"replicas": -1}},
+    {"logFormat": "xml"},
+    {"nats": {"url": "http://nats:4222"}},
+    {"allowPrivateNetworks": "yes"},
+    {"delivery": {"resources": {"requests": {"cpu": "lots", "memory": "64Mi"}}}},
+    {"requireHttps": True},  # planned (issue 6): no such value, nor flag, yet
+    {"controller": {"replica": 2}},
+])
+def test_schema_rejects_bad_values(bad):
+    with helm.Chart.load(CHART) as chart:
+        with pytest.raises(helm.HelmValuesError):
+            chart.validate_schema(bad)
+    with pytest.raises(helm.HelmError):
+        render(bad)
+
+
+def test_schema_describes_every_value():
+    with helm.Chart.load(CHART) as chart:
+        schema, values = chart.schema, chart.values
+    assert schema["additionalProperties"] is False
+
+    def resolve(node):
+        ref = node.get("$ref", "")
+        return resolve(schema["definitions"][ref.rsplit("/", 1)[1]]) if ref else node
+
+    def walk(value, node, path):
+        node = resolve(node)
+        if not isinstance(value, dict) or "properties" not in node:
+            return  # a leaf, or a free-form object (resources, nodeSelector, securityContext, ...)
+        for key, child in value.items():
+            assert key in node["properties"], f"values.yaml {path}{key} is not in values.schema.json"
+            walk(child, node["properties"][key], f"{path}{key}.")
+
+    walk(values, schema, "")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_schema_accepts_the_variants(variant):
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema(VARIANTS[variant])
+
+
+def test_crds_are_the_generated_ones():
+    generated = (ROOT / "crds" / "webhook-operator.yaml").read_bytes()
+    copy = CHART / "crds" / "webhook-operator.yaml"
+    assert copy.read_bytes() == generated, (
+        f"{copy.relative_to(ROOT)} differs from crds/webhook-operator.yaml: "
+        f"cp crds/webhook-operator.yaml {copy.relative_to(ROOT)}")
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == ["webhook-operator.yaml"]
+    with helm.Chart.load(CHART) as chart:
+        (crd_file,) = chart.crds
+    crds = m.parse(crd_file["data"])
+    assert sorted(c["metadata"]["name"] for c in crds) == [
+        "eventsubscriptions.webhook-operator.io", "webhookendpoints.webhook-operator.io"]
+    m.check_valid_for_kind(crds)
+
+
+def test_notes_render():
+    notes = render({**TLS, **PRIVATE, "egressProxy": {"httpsProxy": "http://proxy:3128"}})
+    text = next(v for k, v in notes.items() if k.endswith("NOTES.txt"))
+    assert f"installed in namespace {NAMESPACE}" in text
+    assert "WARNING: allowPrivateNetworks is true" in text
+    assert "no TLS CA or client certificate yet" in text and "egressProxy is not applied" in text
+    assert "WARNING" not in next(v for k, v in render({}).items() if k.endswith("NOTES.txt"))
