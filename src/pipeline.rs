@@ -30,7 +30,7 @@ pub struct PipelineArgs {
     #[arg(long, default_value = "168h", value_parser = parse_duration)]
     pub events_max_age: Duration,
     /// Window in which a repeated event id (`Nats-Msg-Id`) is ignored (Go duration).
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
     pub duplicate_window: Duration,
     /// Replicas of every stream and bucket (3 on a NATS cluster).
     #[arg(long, default_value_t = 1)]

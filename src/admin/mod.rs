@@ -50,6 +50,36 @@ pub struct AdminState {
     pub max_payload_bytes: usize,
 }
 
+impl AdminState {
+    /// The admin state of a pipeline process: ready once its routes are loaded.
+    pub fn for_pipeline(
+        connected: &crate::pipeline::Connected,
+        catalog: CatalogRx,
+        mut routes: crate::dataplane::route_store::RoutesRx,
+        stats: StatsView,
+        max_payload_bytes: usize,
+    ) -> Self {
+        let (ready_tx, ready) = watch::channel(false);
+        tokio::spawn(async move {
+            if crate::dataplane::route_store::loaded(&mut routes)
+                .await
+                .is_some()
+            {
+                ready_tx.send_replace(true);
+            }
+        });
+        Self {
+            nats: connected.nats.clone(),
+            js: connected.js.clone(),
+            metrics: connected.metrics.clone(),
+            catalog,
+            stats,
+            ready,
+            max_payload_bytes,
+        }
+    }
+}
+
 pub fn router(state: AdminState) -> Router {
     let body_limit = state.max_payload_bytes + 64 * 1024;
     Router::new()

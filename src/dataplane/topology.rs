@@ -31,6 +31,11 @@ pub const STATS_CONSUMER: &str = "stats";
 
 pub const EVENTS_PREFIX: &str = "events";
 
+/// Deduplication window of jobs and dead letters. Their ids only repeat when a router or a
+/// delivery process re-publishes after a restart, within its ack deadline (seconds), so this
+/// stays short: every id in the window costs the server memory.
+const INTERNAL_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
 /// Retention and replication settings; defaults suit a single server.
 #[derive(Debug, Clone)]
 pub struct TopologySettings {
@@ -51,7 +56,7 @@ impl Default for TopologySettings {
         Self {
             replicas: 1,
             events_max_age: Duration::from_secs(7 * 24 * 3600),
-            duplicate_window: Duration::from_secs(10 * 60),
+            duplicate_window: Duration::from_secs(2 * 60),
             jobs_max_age: Duration::from_secs(14 * 24 * 3600),
             dead_letter_max_age: Duration::from_secs(30 * 24 * 3600),
             attempts_max_age: Duration::from_secs(7 * 24 * 3600),
@@ -112,14 +117,14 @@ pub async fn ensure(
             subjects: vec!["webhook.jobs.>".into()],
             retention: stream::RetentionPolicy::WorkQueue,
             max_age: settings.jobs_max_age,
-            duplicate_window: settings.duplicate_window,
+            duplicate_window: INTERNAL_DUPLICATE_WINDOW,
             ..base_stream(settings)
         },
         stream::Config {
             name: DEAD_LETTER_STREAM.into(),
             subjects: vec!["webhook.dead.>".into()],
             max_age: settings.dead_letter_max_age,
-            duplicate_window: settings.duplicate_window,
+            duplicate_window: INTERNAL_DUPLICATE_WINDOW,
             ..base_stream(settings)
         },
         stream::Config {

@@ -65,12 +65,11 @@ pub async fn run(args: LocalArgs, cancel: CancellationToken) -> anyhow::Result<(
     watcher.refresh().await;
     tokio::spawn(watcher.run(cancel.clone()));
 
-    let mut routes = route_store::watch(
+    let routes = route_store::watch(
         connected.topology.routes.clone(),
         Scope::All,
         cancel.clone(),
     );
-    let (ready_tx, ready_rx) = watch::channel(false);
     let stats = StatsView::start(connected.topology.stats.clone(), cancel.clone());
     tokio::spawn(
         StatsFolder::new(connected.js.clone(), connected.topology.stats.clone())
@@ -96,20 +95,13 @@ pub async fn run(args: LocalArgs, cancel: CancellationToken) -> anyhow::Result<(
         secrets_rx,
         cancel.clone(),
     ));
-    tokio::spawn(async move {
-        if route_store::loaded(&mut routes).await.is_some() {
-            ready_tx.send_replace(true);
-        }
-    });
-    let state = AdminState {
-        nats: connected.nats.clone(),
-        js: connected.js.clone(),
-        metrics: connected.metrics.clone(),
-        catalog: catalog_rx,
+    let state = AdminState::for_pipeline(
+        &connected,
+        catalog_rx,
+        routes,
         stats,
-        ready: ready_rx,
-        max_payload_bytes: args.pipeline.max_payload_bytes,
-    };
+        args.pipeline.max_payload_bytes,
+    );
     admin::serve(args.pipeline.listen, state, cancel.clone()).await?;
     Ok(())
 }

@@ -52,7 +52,7 @@ pub async fn run(args: DeliverArgs, cancel: CancellationToken) -> anyhow::Result
         args.tenant.clone(),
         cancel.clone(),
     );
-    let mut routes = route_store::watch(
+    let routes = route_store::watch(
         connected.topology.routes.clone(),
         Scope::Tenant(args.tenant.clone()),
         cancel.clone(),
@@ -63,22 +63,15 @@ pub async fn run(args: DeliverArgs, cancel: CancellationToken) -> anyhow::Result
         metrics: connected.metrics.clone(),
     });
     tokio::spawn(delivery::run(ctx, routes.clone(), secrets, cancel.clone()));
-    let (ready_tx, ready_rx) = watch::channel(false);
     let catalog = admin::catalog_from_routes(routes.clone(), cancel.clone());
-    tokio::spawn(async move {
-        if route_store::loaded(&mut routes).await.is_some() {
-            ready_tx.send_replace(true);
-        }
-    });
-    let state = AdminState {
-        nats: connected.nats,
-        js: connected.js,
-        metrics: connected.metrics,
+    let stats = StatsView::start(connected.topology.stats.clone(), cancel.clone());
+    let state = AdminState::for_pipeline(
+        &connected,
         catalog,
-        stats: StatsView::start(connected.topology.stats, cancel.clone()),
-        ready: ready_rx,
-        max_payload_bytes: args.pipeline.max_payload_bytes,
-    };
+        routes,
+        stats,
+        args.pipeline.max_payload_bytes,
+    );
     admin::serve(args.pipeline.listen, state, cancel).await?;
     Ok(())
 }

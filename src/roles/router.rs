@@ -15,12 +15,11 @@ use crate::{
 
 pub async fn run(args: PipelineArgs, cancel: CancellationToken) -> anyhow::Result<()> {
     let connected = args.connect("router", Authority::Joiner).await?;
-    let mut routes = route_store::watch(
+    let routes = route_store::watch(
         connected.topology.routes.clone(),
         Scope::All,
         cancel.clone(),
     );
-    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(
         Router {
             js: connected.js.clone(),
@@ -31,20 +30,9 @@ pub async fn run(args: PipelineArgs, cancel: CancellationToken) -> anyhow::Resul
         .run(cancel.clone()),
     );
     let catalog = admin::catalog_from_routes(routes.clone(), cancel.clone());
-    tokio::spawn(async move {
-        if route_store::loaded(&mut routes).await.is_some() {
-            ready_tx.send_replace(true);
-        }
-    });
-    let state = AdminState {
-        nats: connected.nats,
-        js: connected.js,
-        metrics: connected.metrics,
-        catalog,
-        stats: StatsView::start(connected.topology.stats, cancel.clone()),
-        ready: ready_rx,
-        max_payload_bytes: args.max_payload_bytes,
-    };
+    let stats = StatsView::start(connected.topology.stats.clone(), cancel.clone());
+    let state =
+        AdminState::for_pipeline(&connected, catalog, routes, stats, args.max_payload_bytes);
     admin::serve(args.listen, state, cancel).await?;
     Ok(())
 }
