@@ -6,13 +6,18 @@
 //! 3. As 2, with one extra endpoint that never answers, subscribed to 10% of the events.
 //! 4. Ceiling: the receiver alone under direct HTTP load (wrk if installed, else built in).
 //!
+//! 1b, 2b and 3b repeat runs 1-3 (1b shorter) with nats-server's store on tmpfs (/dev/shm),
+//! to show what the filesystem under JetStream costs; runs 1-3 use the default temporary
+//! directory (`TMPDIR`).
+//!
 //! Every pipeline scenario gets a fresh nats-server and pipeline process in a temporary
 //! directory; all child processes are killed when dropped (also on error or Ctrl-C).
 //! Writes BENCHMARKS.md at the repository root and prints the same tables.
 //!
 //! `make bench`, or `NATS_SERVER_BIN=... cargo bench --bench pipeline`.
-//! `PIPELINE_BENCH_QUICK=1` shortens every run; `PIPELINE_BENCH_ONLY=ceiling,throughput,latency,hang`
-//! runs a subset. Either way the report goes to `target/tmp/BENCHMARKS.partial.md` instead.
+//! `PIPELINE_BENCH_QUICK=1` shortens every run; `PIPELINE_BENCH_ONLY=ceiling,throughput,latency,
+//! hang,throughput-tmpfs,latency-tmpfs,hang-tmpfs` runs a subset. Either way the report then goes to
+//! `target/tmp/BENCHMARKS.partial.md` and BENCHMARKS.md is left alone.
 
 #[path = "pipeline/procs.rs"]
 mod procs;
@@ -50,6 +55,9 @@ const LATENCY_RATE: u64 = 1_000;
 /// Share of the event types the hanging endpoint subscribes to (first N of 100 endpoints' types).
 const HANG_SUBSCRIBED: usize = 10;
 const CEILING_CONNECTIONS: usize = 64;
+/// Latency runs: also report p99 of the events sent after this many seconds.
+const STEADY_AFTER: u64 = 10;
+const SLICE_SECONDS: u64 = 5;
 
 /// Nanoseconds on a monotonic clock shared by publisher and receiver (same process).
 pub fn now_ns() -> u64 {
@@ -63,6 +71,8 @@ struct Plan {
     only: Option<Vec<String>>,
     throughput_seconds: usize,
     throughput_warmup: usize,
+    /// Run 1b (JetStream store on tmpfs): a shorter window.
+    tmpfs_throughput_seconds: usize,
     latency_seconds: usize,
     ceiling_seconds: usize,
 }
@@ -93,6 +103,7 @@ impl Plan {
                 only,
                 throughput_seconds: 20,
                 throughput_warmup: 5,
+                tmpfs_throughput_seconds: 15,
                 latency_seconds: 10,
                 ceiling_seconds: 5,
             }
@@ -102,6 +113,7 @@ impl Plan {
                 only,
                 throughput_seconds: 60,
                 throughput_warmup: 10,
+                tmpfs_throughput_seconds: 20,
                 latency_seconds: 30,
                 ceiling_seconds: 10,
             }
@@ -168,15 +180,27 @@ async fn run() -> anyhow::Result<bool> {
         false => Err(SKIPPED.into()),
     };
     let throughput = match plan.runs("throughput") {
-        true => report_error("throughput", bench.throughput().await),
+        true => report_error("throughput", bench.throughput(false).await),
         false => Err(SKIPPED.into()),
     };
     let latency = match plan.runs("latency") {
-        true => report_error("latency", bench.latency(false).await),
+        true => report_error("latency", bench.latency(false, false).await),
         false => Err(SKIPPED.into()),
     };
     let hang = match plan.runs("hang") {
-        true => report_error("hanging endpoint", bench.latency(true).await),
+        true => report_error("hanging endpoint", bench.latency(true, false).await),
+        false => Err(SKIPPED.into()),
+    };
+    let throughput_tmpfs = match plan.runs("throughput-tmpfs") {
+        true => report_error("throughput-tmpfs", bench.throughput(true).await),
+        false => Err(SKIPPED.into()),
+    };
+    let latency_tmpfs = match plan.runs("latency-tmpfs") {
+        true => report_error("latency-tmpfs", bench.latency(false, true).await),
+        false => Err(SKIPPED.into()),
+    };
+    let hang_tmpfs = match plan.runs("hang-tmpfs") {
+        true => report_error("hang-tmpfs", bench.latency(true, true).await),
         false => Err(SKIPPED.into()),
     };
 
@@ -188,15 +212,26 @@ async fn run() -> anyhow::Result<bool> {
         throughput,
         latency,
         hang,
+        throughput_tmpfs,
+        latency_tmpfs,
+        hang_tmpfs,
     };
-    let fine = |r: Result<(), &String>| r.is_ok() || r.is_err_and(|e| e == SKIPPED);
+    let fine = |r: Result<(), &String>| r.is_ok() || r.is_err_and(|e| e.starts_with("skipped"));
     let ok = fine(results.ceiling.as_ref().map(|_| ()))
         && fine(results.throughput.as_ref().map(|_| ()))
         && fine(results.latency.as_ref().map(|_| ()))
-        && fine(results.hang.as_ref().map(|_| ()));
+        && fine(results.hang.as_ref().map(|_| ()))
+        && fine(results.throughput_tmpfs.as_ref().map(|_| ()))
+        && fine(results.latency_tmpfs.as_ref().map(|_| ()))
+        && fine(results.hang_tmpfs.as_ref().map(|_| ()));
     // A broken pipeline (lost events, bad signatures) fails the bench; slow numbers do not.
     let mut broken = Vec::new();
-    for (name, run) in [("latency", &results.latency), ("hang", &results.hang)] {
+    for (name, run) in [
+        ("latency", &results.latency),
+        ("hang", &results.hang),
+        ("latency-tmpfs", &results.latency_tmpfs),
+        ("hang-tmpfs", &results.hang_tmpfs),
+    ] {
         if let Ok(l) = run
             && !l.all_delivered()
         {
@@ -210,6 +245,9 @@ async fn run() -> anyhow::Result<bool> {
         results.throughput.as_ref().ok().map(|t| &t.info),
         results.latency.as_ref().ok().map(|l| &l.info),
         results.hang.as_ref().ok().map(|l| &l.info),
+        results.throughput_tmpfs.as_ref().ok().map(|t| &t.info),
+        results.latency_tmpfs.as_ref().ok().map(|l| &l.info),
+        results.hang_tmpfs.as_ref().ok().map(|l| &l.info),
     ];
     for info in infos.into_iter().flatten() {
         if info.signatures_bad > 0 {
@@ -248,17 +286,53 @@ fn report_error<T>(name: &str, result: anyhow::Result<T>) -> Result<T, String> {
 /// and the pipeline's admin address.
 struct Run {
     publisher: Publisher,
-    meter: CpuMeter,
+    meters: Meters,
     admin: std::net::SocketAddr,
 }
 
-impl Run {
-    /// CPU and publish outcome of the measured window.
-    fn info(&self, cpu: procs::CpuShare) -> RunInfo {
-        RunInfo {
+/// Measures a window: CPU of the processes and the machine, nats-server message counts.
+struct Meters {
+    cpu: CpuMeter,
+    http: reqwest::Client,
+    nats_monitor: std::net::SocketAddr,
+    nats_start: Option<(u64, u64)>,
+}
+
+/// What the machine and nats-server did during a measured window.
+struct Window {
+    cpu: procs::CpuShare,
+    nats_messages: Option<(u64, u64)>,
+    seconds: f64,
+}
+
+impl Meters {
+    /// Ends the measured window: CPU shares and nats-server message counts since it began.
+    async fn stop(&self) -> Window {
+        let cpu = self.cpu.stop();
+        let seconds = self.cpu.elapsed();
+        let end = procs::nats_messages(&self.http, self.nats_monitor).await;
+        let nats_messages = match (self.nats_start, end) {
+            (Some((in0, out0)), Some((in1, out1))) => Some((in1 - in0, out1 - out0)),
+            _ => None,
+        };
+        Window {
             cpu,
-            publish_failed: self.publisher.failed(),
-            publish_error: self.publisher.first_error(),
+            nats_messages,
+            seconds,
+        }
+    }
+}
+
+impl Window {
+    /// The window's measurements and the publish outcome; `deliveries` made in the window.
+    fn info(self, deliveries: u64, publisher: &Publisher) -> RunInfo {
+        RunInfo {
+            cpu: self.cpu,
+            nats_messages: self.nats_messages,
+            window_seconds: self.seconds,
+            window_deliveries: deliveries,
+            publish_failed: publisher.failed(),
+            publish_error: publisher.first_error(),
             ..RunInfo::default()
         }
     }
@@ -285,15 +359,19 @@ impl Bench {
         name: &str,
         receiver: &Receiver,
         hang: bool,
+        tmpfs: bool,
         body: F,
     ) -> anyhow::Result<(T, RunInfo)>
     where
         F: FnOnce(Run) -> Fut,
         Fut: Future<Output = anyhow::Result<(T, RunInfo)>>,
     {
-        let dir = tempfile::Builder::new()
-            .prefix("pipeline-bench-")
-            .tempdir()?;
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("pipeline-bench-");
+        let dir = match tmpfs {
+            true => builder.tempdir_in(TMPFS)?,
+            false => builder.tempdir()?,
+        };
         let started = self.start(dir.path(), receiver, hang).await;
         let log_path = dir.path().join("pipeline.log");
         let outcome = match started {
@@ -408,25 +486,39 @@ impl Bench {
                 receiver.first_problem().unwrap_or_default()
             );
         }
-        let meter = CpuMeter::start(env.nats.proc.pid(), env.pipeline.proc.pid());
+        let nats_start = procs::nats_messages(&self.http, env.nats.monitor).await;
+        let cpu = CpuMeter::start(env.nats.proc.pid(), env.pipeline.proc.pid());
         body(Run {
             publisher,
-            meter,
+            meters: Meters {
+                cpu,
+                http: self.http.clone(),
+                nats_monitor: env.nats.monitor,
+                nats_start,
+            },
             admin: env.pipeline.admin,
         })
         .await
     }
 
-    async fn throughput(&self) -> anyhow::Result<Throughput> {
-        let (seconds, warmup) = (self.plan.throughput_seconds, self.plan.throughput_warmup);
-        eprintln!(
-            "[throughput] {ENDPOINTS} endpoints, {seconds} s, as fast as the pipeline absorbs"
-        );
+    async fn throughput(&self, tmpfs: bool) -> anyhow::Result<Throughput> {
+        let name = if tmpfs {
+            "throughput-tmpfs"
+        } else {
+            "throughput"
+        };
+        let seconds = match tmpfs {
+            true => self.plan.tmpfs_throughput_seconds,
+            false => self.plan.throughput_seconds,
+        };
+        let warmup = self.plan.throughput_warmup;
+        check_tmpfs(tmpfs)?;
+        eprintln!("[{name}] {ENDPOINTS} endpoints, {seconds} s, as fast as the pipeline absorbs");
         let receiver = Receiver::start().await?;
         let http = self.http.clone();
         let rx = &receiver;
         let (mut result, info) = self
-            .with_pipeline("throughput", &receiver, false, |mut run| async move {
+            .with_pipeline(name, &receiver, false, tmpfs, |mut run| async move {
                 let publisher = &mut run.publisher;
                 let window = Duration::from_secs(seconds as u64);
                 rx.start_window(false);
@@ -443,7 +535,7 @@ impl Bench {
                     if started.elapsed().as_secs() >= next_report {
                         let last = rx.per_second(next_report as usize);
                         eprintln!(
-                            "[throughput] {next_report:>3} s: {} delivered, last second {}/s, {} published",
+                            "[{name}] {next_report:>3} s: {} delivered, last second {}/s, {} published",
                             rx.total(),
                             last.last().copied().unwrap_or(0),
                             publisher.sent()
@@ -451,7 +543,8 @@ impl Bench {
                         next_report += 10;
                     }
                 }
-                let cpu = run.meter.stop();
+                let window = run.meters.stop().await;
+                let window_deliveries = rx.total();
                 let stopped = Instant::now();
                 publisher.settle(Duration::from_secs(15)).await;
                 let drained = wait_until(Duration::from_secs(30), || rx.unique() >= publisher.acked()).await.is_ok();
@@ -484,13 +577,13 @@ impl Bench {
                     pipeline_reported: reported,
                     info: RunInfo::default(),
                 };
-                let info = run.info(cpu);
+                let info = window.info(window_deliveries, publisher);
                 Ok((result, info))
             })
             .await?;
         result.info = info;
         eprintln!(
-            "[throughput] median {:.0} deliveries/s (min {}, max {}), {} published, {} delivered, CPU nats {:.2} pipeline {:.2} bench {:.2}",
+            "[{name}] median {:.0} deliveries/s (min {}, max {}), {} published, {} delivered, CPU nats {:.2} pipeline {:.2} bench {:.2}",
             result.median,
             result.min,
             result.max,
@@ -503,8 +596,14 @@ impl Bench {
         Ok(result)
     }
 
-    async fn latency(&self, hang: bool) -> anyhow::Result<Latency> {
-        let name = if hang { "hang" } else { "latency" };
+    async fn latency(&self, hang: bool, tmpfs: bool) -> anyhow::Result<Latency> {
+        let name = match (hang, tmpfs) {
+            (true, true) => "hang-tmpfs",
+            (true, false) => "hang",
+            (false, true) => "latency-tmpfs",
+            (false, false) => "latency",
+        };
+        check_tmpfs(tmpfs)?;
         let seconds = self.plan.latency_seconds;
         eprintln!(
             "[{name}] {ENDPOINTS} endpoints{}, {LATENCY_RATE} events/s for {seconds} s",
@@ -517,7 +616,7 @@ impl Bench {
         let receiver = Receiver::start().await?;
         let rx = &receiver;
         let (mut result, info) = self
-            .with_pipeline(name, &receiver, hang, |mut run| async move {
+            .with_pipeline(name, &receiver, hang, tmpfs, |mut run| async move {
                 let publisher = &mut run.publisher;
                 let window = Duration::from_secs(seconds as u64);
                 let total = LATENCY_RATE * seconds as u64;
@@ -545,7 +644,8 @@ impl Bench {
                     }
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
-                let cpu = run.meter.stop();
+                let window = run.meters.stop().await;
+                let window_deliveries = rx.total();
                 let stopped = Instant::now();
                 publisher.settle(Duration::from_secs(15)).await;
                 let drained =
@@ -554,7 +654,9 @@ impl Bench {
                         .is_ok();
                 let drain_seconds = drained.then(|| stopped.elapsed().as_secs_f64());
                 rx.stop_recording();
-                let mut latencies = rx.latencies();
+                let samples = rx.samples();
+                keep_samples(name, LATENCY_RATE, &samples);
+                let mut latencies: Vec<u64> = samples.iter().map(|&(_, l)| l).collect();
                 latencies.sort_unstable();
                 if latencies.is_empty() {
                     bail!("no latency samples: nothing was delivered");
@@ -571,10 +673,21 @@ impl Bench {
                     p90: ms(0.90),
                     p99: ms(0.99),
                     max: ms(1.0),
+                    slices: slices(&samples, LATENCY_RATE, seconds),
+                    steady_p99: {
+                        let skip = LATENCY_RATE * STEADY_AFTER;
+                        let mut steady: Vec<u64> = samples
+                            .iter()
+                            .filter(|&&(seq, _)| seq >= skip)
+                            .map(|&(_, l)| l)
+                            .collect();
+                        steady.sort_unstable();
+                        (!steady.is_empty()).then(|| percentile(&steady, 0.99) as f64 / 1e6)
+                    },
                     hang: hang.then(|| (rx.hang_hits(), HANG_SUBSCRIBED as f64 / ENDPOINTS as f64)),
                     info: RunInfo::default(),
                 };
-                let info = run.info(cpu);
+                let info = window.info(window_deliveries, publisher);
                 Ok((result, info))
             })
             .await?;
@@ -762,6 +875,57 @@ fn manifest_yaml(receiver: &Receiver, hang: bool) -> String {
         "apiVersion: v1\nkind: Secret\nmetadata: {{ name: bench-signing, namespace: {TENANT} }}\nstringData: {{ secret: \"{SECRET}\" }}\n"
     ));
     yaml
+}
+
+/// (p50, p99) in ms of the events sent in each 5-second slice of the run.
+fn slices(samples: &[(u64, u64)], rate: u64, seconds: usize) -> Vec<(f64, f64)> {
+    let per_slice = rate * SLICE_SECONDS;
+    (0..seconds as u64 / SLICE_SECONDS)
+        .map(|i| {
+            let mut slice: Vec<u64> = samples
+                .iter()
+                .filter(|&&(seq, _)| seq / per_slice == i)
+                .map(|&(_, l)| l)
+                .collect();
+            slice.sort_unstable();
+            if slice.is_empty() {
+                return (0.0, 0.0);
+            }
+            (
+                percentile(&slice, 0.5) as f64 / 1e6,
+                percentile(&slice, 0.99) as f64 / 1e6,
+            )
+        })
+        .collect()
+}
+
+/// Writes `send_time_ms,latency_us` per event (in send order) next to the kept logs, for
+/// plotting where in time the slow deliveries fall.
+fn keep_samples(name: &str, rate: u64, samples: &[(u64, u64)]) {
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    let mut csv = String::from("send_time_ms,latency_us\n");
+    for (seq, latency) in sorted {
+        csv.push_str(&format!(
+            "{:.1},{}\n",
+            seq as f64 * 1000.0 / rate as f64,
+            latency / 1000
+        ));
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pipeline-bench");
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::write(dir.join(format!("{name}-latency.csv")), csv);
+    }
+}
+
+const TMPFS: &str = "/dev/shm";
+
+/// Runs 1b, 2b and 3b need a tmpfs; without one they are skipped.
+fn check_tmpfs(tmpfs: bool) -> anyhow::Result<()> {
+    if tmpfs && !Path::new(TMPFS).is_dir() {
+        bail!("skipped: {TMPFS} is not available");
+    }
+    Ok(())
 }
 
 /// Polls `done` every 20 ms for at most `timeout`.

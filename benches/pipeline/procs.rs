@@ -107,10 +107,13 @@ pub fn command_output(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Op
 pub struct Nats {
     pub proc: Proc,
     pub url: String,
+    /// HTTP monitoring endpoint (`/varz`).
+    pub monitor: SocketAddr,
 }
 
 pub async fn start_nats(bin: &Path, dir: &Path) -> anyhow::Result<Nats> {
     let port = free_port()?;
+    let monitor = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let store = dir.join("jetstream");
     std::fs::create_dir_all(&store)?;
     let mut proc = Proc::spawn(
@@ -120,6 +123,8 @@ pub async fn start_nats(bin: &Path, dir: &Path) -> anyhow::Result<Nats> {
             "127.0.0.1",
             "-p",
             &port.to_string(),
+            "-m",
+            &monitor.port().to_string(),
         ]),
         &dir.join("nats-server.log"),
     )?;
@@ -138,6 +143,7 @@ pub async fn start_nats(bin: &Path, dir: &Path) -> anyhow::Result<Nats> {
     Ok(Nats {
         proc,
         url: format!("nats://{addr}"),
+        monitor,
     })
 }
 
@@ -210,14 +216,35 @@ pub async fn pipeline_delivered(http: &reqwest::Client, admin: SocketAddr) -> Op
     )
 }
 
+/// Messages nats-server received from and sent to clients so far (`/varz` in_msgs, out_msgs).
+pub async fn nats_messages(http: &reqwest::Client, monitor: SocketAddr) -> Option<(u64, u64)> {
+    let response = http
+        .get(format!("http://{monitor}/varz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    let varz: serde_json::Value = serde_json::from_slice(&response.bytes().await.ok()?).ok()?;
+    Some((
+        varz.get("in_msgs")?.as_u64()?,
+        varz.get("out_msgs")?.as_u64()?,
+    ))
+}
+
 /// CPU time (user + system) of a process so far, in seconds.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    cpu_split(pid).map(|(user, system)| user + system)
+}
+
+/// (user, system) CPU time of a process so far, in seconds.
+fn cpu_split(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start at field 3.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / clock_ticks())
+    let user = fields.get(11)?.parse::<u64>().ok()? as f64 / clock_ticks();
+    let system = fields.get(12)?.parse::<u64>().ok()? as f64 / clock_ticks();
+    Some((user, system))
 }
 
 fn clock_ticks() -> f64 {
@@ -257,6 +284,8 @@ pub struct CpuShare {
     pub pipeline: f64,
     pub bench: f64,
     pub others: f64,
+    /// Share of nats-server's CPU spent in the kernel (system time), 0..1.
+    pub nats_kernel: f64,
 }
 
 impl CpuShare {
@@ -268,6 +297,7 @@ impl CpuShare {
 pub struct CpuMeter {
     pids: [u32; 3],
     start: [f64; 3],
+    nats_system: f64,
     machine: f64,
     at: Instant,
 }
@@ -278,9 +308,14 @@ impl CpuMeter {
         Self {
             pids,
             start: pids.map(|p| cpu_seconds(p).unwrap_or(0.0)),
+            nats_system: cpu_split(nats).map_or(0.0, |(_, system)| system),
             machine: machine_busy_seconds().unwrap_or(0.0),
             at: Instant::now(),
         }
+    }
+
+    pub fn elapsed(&self) -> f64 {
+        self.at.elapsed().as_secs_f64()
     }
 
     pub fn stop(&self) -> CpuShare {
@@ -288,11 +323,19 @@ impl CpuMeter {
         let used =
             |i: usize| (cpu_seconds(self.pids[i]).unwrap_or(0.0) - self.start[i]).max(0.0) / wall;
         let machine = (machine_busy_seconds().unwrap_or(0.0) - self.machine).max(0.0) / wall;
+        let nats_system =
+            (cpu_split(self.pids[0]).map_or(0.0, |(_, system)| system) - self.nats_system).max(0.0)
+                / wall;
         let share = CpuShare {
             nats: used(0),
             pipeline: used(1),
             bench: used(2),
             others: 0.0,
+            nats_kernel: if used(0) > 0.0 {
+                (nats_system / used(0)).min(1.0)
+            } else {
+                0.0
+            },
         };
         CpuShare {
             others: (machine - share.ours()).max(0.0),

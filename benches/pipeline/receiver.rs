@@ -147,15 +147,13 @@ impl Receiver {
             .collect()
     }
 
-    /// Latencies (ns) of first receipts recorded so far.
-    pub fn latencies(&self) -> Vec<u64> {
+    /// (seq, latency ns) of first receipts recorded so far, in order of receipt.
+    pub fn samples(&self) -> Vec<(u64, u64)> {
         self.shared
             .samples
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|&(_, l)| l)
-            .collect()
+            .clone()
     }
 
     pub fn signatures(&self) -> (u64, u64) {

@@ -17,6 +17,8 @@ pub struct Machine {
     pub load: String,
     pub nats_version: String,
     pub rustc: String,
+    /// Where the JetStream store of runs 1-3 lives, and its filesystem.
+    pub store: String,
 }
 
 impl Machine {
@@ -51,8 +53,10 @@ impl Machine {
                 .collect::<Vec<_>>()
                 .join(" "),
             nats_version: command_output(nats_bin, &["--version"])
+                .map(|v| v.trim_start_matches("nats-server:").trim().to_owned())
                 .unwrap_or_else(|| "unknown".into()),
             rustc: command_output("rustc", &["--version"]).unwrap_or_else(|| "unknown".into()),
+            store: filesystem_of(&std::env::temp_dir()),
         }
     }
 }
@@ -61,6 +65,11 @@ impl Machine {
 #[derive(Default)]
 pub struct RunInfo {
     pub cpu: CpuShare,
+    /// Messages nats-server received from / sent to clients during the window.
+    pub nats_messages: Option<(u64, u64)>,
+    pub window_seconds: f64,
+    /// Deliveries the receiver counted during the window.
+    pub window_deliveries: u64,
     pub log: LogSummary,
     pub log_copy: Option<String>,
     pub signatures_checked: u64,
@@ -97,6 +106,10 @@ pub struct Latency {
     pub p90: f64,
     pub p99: f64,
     pub max: f64,
+    /// (p50, p99) in ms per 5-second slice of send time.
+    pub slices: Vec<(f64, f64)>,
+    /// p99 (ms) of the events sent after the first 10 s.
+    pub steady_p99: Option<f64>,
     /// Hanging-endpoint run: attempts that reached the hanging path, share of events it gets.
     pub hang: Option<(u64, f64)>,
     pub info: RunInfo,
@@ -154,6 +167,10 @@ pub struct Results {
     pub throughput: Result<Throughput, String>,
     pub latency: Result<Latency, String>,
     pub hang: Result<Latency, String>,
+    /// Runs 1-3 again with the JetStream store on tmpfs.
+    pub throughput_tmpfs: Result<Throughput, String>,
+    pub latency_tmpfs: Result<Latency, String>,
+    pub hang_tmpfs: Result<Latency, String>,
 }
 
 pub fn thousands(value: f64) -> String {
@@ -175,8 +192,9 @@ fn met(ok: bool) -> &'static str {
 fn cpu(info: &RunInfo, cores: usize) -> String {
     let c = info.cpu;
     format!(
-        "nats-server {:.2}, pipeline {:.2}, bench (publisher + receiver) {:.2}; other processes on the machine {:.2}; total {:.2} of {cores}",
+        "nats-server {:.2} ({:.0}% of it in the kernel), pipeline {:.2}, bench (publisher + receiver) {:.2}; other processes on the machine {:.2}; total {:.2} of {cores}",
         c.nats,
+        c.nats_kernel * 100.0,
         c.pipeline,
         c.bench,
         c.others,
@@ -193,6 +211,20 @@ fn drain(seconds: Option<f64>) -> String {
 
 fn common_rows(out: &mut String, info: &RunInfo, cores: usize) {
     let _ = writeln!(out, "| CPU used, cores | {} |", cpu(info, cores));
+    if let Some((nats_in, nats_out)) = info.nats_messages
+        && info.window_seconds > 0.0
+        && info.window_deliveries > 0
+    {
+        let per = |n: u64| n as f64 / info.window_deliveries as f64;
+        let _ = writeln!(
+            out,
+            "| nats-server client messages (`/varz`) | {} in/s, {} out/s; per delivery {:.1} in, {:.1} out |",
+            thousands(nats_in as f64 / info.window_seconds),
+            thousands(nats_out as f64 / info.window_seconds),
+            per(nats_in),
+            per(nats_out)
+        );
+    }
     let _ = writeln!(
         out,
         "| Signatures verified (HMAC) | {} checked, {} bad{} |",
@@ -218,6 +250,168 @@ fn common_rows(out: &mut String, info: &RunInfo, cores: usize) {
             "| | `{}` |",
             sample.replace('`', "'").replace('|', "/")
         );
+    }
+}
+
+const TMPFS_INTRO: &str = "The same scenario with nats-server's store directory on tmpfs (`/dev/shm`) instead of \
+    the default temporary directory: the same JetStream file-store code, minus the disk and filesystem. \
+    The difference to the run above is what the filesystem costs on this machine.";
+
+fn throughput_table(out: &mut String, t: &Throughput, cores: usize) {
+    let _ = writeln!(out, "| Metric | Value |\n|---|---|");
+    let _ = writeln!(
+        out,
+        "| Window | {} s, first {} s skipped as warm-up |",
+        t.seconds, t.warmup
+    );
+    let _ = writeln!(
+        out,
+        "| **Deliveries/s** (median of per-second receiver counts, steady part) | **{}** (target >= {}) |",
+        thousands(t.median),
+        thousands(TARGET_THROUGHPUT)
+    );
+    let _ = writeln!(
+        out,
+        "| Min / max per second (steady part) | {} / {} |",
+        thousands(t.min as f64),
+        thousands(t.max as f64)
+    );
+    let _ = writeln!(
+        out,
+        "| Deliveries in the {} s window | {} |",
+        t.seconds,
+        thousands(t.in_window as f64)
+    );
+    let _ = writeln!(
+        out,
+        "| Events published (acked) | {} |",
+        thousands(t.published as f64)
+    );
+    let _ = writeln!(
+        out,
+        "| Delivered in the end | {} ({} duplicates); all delivered: {} |",
+        thousands(t.delivered as f64),
+        t.duplicates,
+        drain(t.drain_seconds)
+    );
+    if let Some(reported) = t.pipeline_reported {
+        let _ = writeln!(
+            out,
+            "| Pipeline's own `delivered` counters (GET /v1/endpoints, incl. warm-up) | {} |",
+            thousands(reported as f64)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| Per-second counts | {} |",
+        t.per_second
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    if let Some(cost) = t.cpu_cost() {
+        let _ = writeln!(
+            out,
+            "| CPU per delivery (whole window) | {:.0} µs: nats-server {:.0}, pipeline {:.0}, bench {:.0} |",
+            cost.total(),
+            cost.nats,
+            cost.pipeline,
+            cost.bench
+        );
+        let _ = writeln!(
+            out,
+            "| Ceiling implied by that cost on {cores} idle cores | ~{} deliveries/s (linear estimate) |",
+            thousands(cost.capacity(cores))
+        );
+    }
+    common_rows(out, &t.info, cores);
+}
+
+/// `base`: the run to compare with (run 2, for the hanging-endpoint run).
+fn latency_table(out: &mut String, l: &Latency, base: Option<&Latency>, cores: usize) {
+    let _ = writeln!(out, "| Metric | Value |\n|---|---|");
+    let _ = writeln!(
+        out,
+        "| Rate x duration | {} events/s x {} s |",
+        thousands(l.rate as f64),
+        l.seconds
+    );
+    let _ = writeln!(out, "| p50 | {:.2} ms |", l.p50);
+    let _ = writeln!(out, "| p90 | {:.2} ms |", l.p90);
+    let _ = writeln!(
+        out,
+        "| **p99** | **{:.2} ms** (target <= {TARGET_P99_MS:.0} ms) |",
+        l.p99
+    );
+    let _ = writeln!(out, "| max | {:.2} ms |", l.max);
+    let slices: Vec<String> = l
+        .slices
+        .iter()
+        .enumerate()
+        .map(|(i, (p50, p99))| format!("{}-{} s: {p50:.1} / {p99:.1}", i * 5, i * 5 + 5))
+        .collect();
+    let _ = writeln!(
+        out,
+        "| p50 / p99 (ms) by send time | {} |",
+        slices.join("; ")
+    );
+    if let Some(steady) = l.steady_p99 {
+        let _ = writeln!(
+            out,
+            "| p99 of events sent after the first 10 s | {steady:.2} ms |"
+        );
+    }
+    if let Some(base) = base {
+        let _ = writeln!(
+            out,
+            "| vs the same run without it | p50 x{:.2}, **p99 x{:.2}** (target <= x{TARGET_HANG_RATIO:.2}){} |",
+            l.p50 / base.p50,
+            l.p99 / base.p99,
+            match (l.steady_p99, base.steady_p99) {
+                (Some(a), Some(b)) => format!("; after the first 10 s: p99 x{:.2}", a / b),
+                _ => String::new(),
+            }
+        );
+    }
+    if let Some((hits, share)) = l.hang {
+        let _ = writeln!(
+            out,
+            "| Hanging endpoint | {:.0}% of events; {} requests reached it (each held until the 2 s timeout) |",
+            share * 100.0,
+            thousands(hits as f64)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| Published (acked) | {} |",
+        thousands(l.published as f64)
+    );
+    let _ = writeln!(
+        out,
+        "| Delivered == published | {} ({} unique, {} duplicates); drained: {} |",
+        met(l.all_delivered()),
+        thousands(l.delivered as f64),
+        l.duplicates,
+        drain(l.drain_seconds)
+    );
+    common_rows(out, &l.info, cores);
+}
+
+/// A scenario that did not produce numbers: skipped on purpose, or failed.
+fn failure(error: &str) -> String {
+    if error.starts_with("skipped") {
+        escape(error)
+    } else {
+        format!("failed: {}", escape(error))
+    }
+}
+
+fn failure_met(error: &str) -> &'static str {
+    if error.starts_with("skipped") {
+        ""
+    } else {
+        "**no**"
     }
 }
 
@@ -260,6 +454,7 @@ impl Results {
             m.nats_version
         );
         let _ = writeln!(out, "| Rust | {} (release profile) |", m.rustc);
+        let _ = writeln!(out, "| JetStream store, runs 1-3 | {} |", m.store);
         let _ = writeln!(out, "| Bench runtime | {:.0} s |", self.runtime_seconds);
         let _ = writeln!(
             out,
@@ -288,8 +483,9 @@ impl Results {
             Err(e) => {
                 let _ = writeln!(
                     out,
-                    "| 1. Throughput | failed: {} | >= 5,000 deliveries/s | **no** | |",
-                    escape(e)
+                    "| 1. Throughput | {} | >= 5,000 deliveries/s | {} | |",
+                    failure(e),
+                    failure_met(e)
                 );
             }
         }
@@ -308,8 +504,9 @@ impl Results {
             Err(e) => {
                 let _ = writeln!(
                     out,
-                    "| 2. Latency | failed: {} | p99 <= 25 ms | **no** | |",
-                    escape(e)
+                    "| 2. Latency | {} | p99 <= 25 ms | {} | |",
+                    failure(e),
+                    failure_met(e)
                 );
             }
         }
@@ -329,10 +526,37 @@ impl Results {
             (Err(e), _) | (_, Err(e)) => {
                 let _ = writeln!(
                     out,
-                    "| 3. Hanging endpoint | failed: {} | <= +25% | **no** | |",
-                    escape(e)
+                    "| 3. Hanging endpoint | {} | <= +25% | {} | |",
+                    failure(e),
+                    failure_met(e)
                 );
             }
+        }
+        if let Ok(t) = &self.throughput_tmpfs {
+            let _ = writeln!(
+                out,
+                "| 1b. Throughput, JetStream store on tmpfs | {} deliveries/s | (reference) | | {} |",
+                thousands(t.median),
+                others(&t.info)
+            );
+        }
+        if let Ok(l) = &self.latency_tmpfs {
+            let _ = writeln!(
+                out,
+                "| 2b. Latency p99, JetStream store on tmpfs | {:.1} ms (p50 {:.1} ms) | (reference) | | {} |",
+                l.p99,
+                l.p50,
+                others(&l.info)
+            );
+        }
+        if let (Ok(h), Ok(l)) = (&self.hang_tmpfs, &self.latency_tmpfs) {
+            let _ = writeln!(
+                out,
+                "| 3b. Others' p99 with a hanging endpoint, store on tmpfs | {:.1} ms, {:+.0}% vs 2b | (reference) | | {} |",
+                h.p99,
+                (h.p99 / l.p99 - 1.0) * 100.0,
+                others(&h.info)
+            );
         }
         match (&self.ceiling, &self.throughput) {
             (Ok(c), Ok(t)) => {
@@ -355,8 +579,8 @@ impl Results {
             (Err(e), _) => {
                 let _ = writeln!(
                     out,
-                    "| 4. Receiver ceiling | failed: {} | (reference) | | |",
-                    escape(e)
+                    "| 4. Receiver ceiling | {} | (reference) | | |",
+                    failure(e)
                 );
             }
         }
@@ -369,152 +593,69 @@ impl Results {
              are published but not yet delivered (so it runs exactly as fast as the pipeline absorbs).\n"
         );
         match &self.throughput {
-            Ok(t) => {
-                let _ = writeln!(out, "| Metric | Value |\n|---|---|");
-                let _ = writeln!(
-                    out,
-                    "| Window | {} s, first {} s skipped as warm-up |",
-                    t.seconds, t.warmup
-                );
-                let _ = writeln!(
-                    out,
-                    "| **Deliveries/s** (median of per-second receiver counts, steady part) | **{}** (target >= {}) |",
-                    thousands(t.median),
-                    thousands(TARGET_THROUGHPUT)
-                );
-                let _ = writeln!(
-                    out,
-                    "| Min / max per second (steady part) | {} / {} |",
-                    thousands(t.min as f64),
-                    thousands(t.max as f64)
-                );
-                let _ = writeln!(
-                    out,
-                    "| Deliveries in the {} s window | {} |",
-                    t.seconds,
-                    thousands(t.in_window as f64)
-                );
-                let _ = writeln!(
-                    out,
-                    "| Events published (acked) | {} |",
-                    thousands(t.published as f64)
-                );
-                let _ = writeln!(
-                    out,
-                    "| Delivered in the end | {} ({} duplicates); all delivered: {} |",
-                    thousands(t.delivered as f64),
-                    t.duplicates,
-                    drain(t.drain_seconds)
-                );
-                if let Some(reported) = t.pipeline_reported {
-                    let _ = writeln!(
-                        out,
-                        "| Pipeline's own `delivered` counters (GET /v1/endpoints, incl. warm-up) | {} |",
-                        thousands(reported as f64)
-                    );
-                }
-                let _ = writeln!(
-                    out,
-                    "| Per-second counts | {} |",
-                    t.per_second
-                        .iter()
-                        .map(u64::to_string)
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                );
-                if let Some(cost) = t.cpu_cost() {
-                    let _ = writeln!(
-                        out,
-                        "| CPU per delivery (whole window) | {:.0} µs: nats-server {:.0}, pipeline {:.0}, bench {:.0} |",
-                        cost.total(),
-                        cost.nats,
-                        cost.pipeline,
-                        cost.bench
-                    );
-                    let _ = writeln!(
-                        out,
-                        "| Ceiling implied by that cost on {cores} idle cores | ~{} deliveries/s (linear estimate) |",
-                        thousands(cost.capacity(cores))
-                    );
-                }
-                common_rows(&mut out, &t.info, cores);
-            }
+            Ok(t) => throughput_table(&mut out, t, cores),
             Err(e) => {
                 let _ = writeln!(out, "Failed: {e}");
             }
         }
-
-        for (title, run) in [
-            ("2. Latency at a fixed rate", &self.latency),
-            ("3. Latency with a hanging endpoint", &self.hang),
-        ] {
-            let _ = writeln!(out, "\n## {title}\n");
-            let hang = title.starts_with('3');
-            if hang {
-                let _ = writeln!(
-                    out,
-                    "As run 2, plus one extra endpoint (`/hang`, timeout 2s, maxInFlight 50, 3 attempts) \
-                     subscribed to 10% of the event types; the receiver never answers it. Latencies are those \
-                     of the 100 healthy endpoints.\n"
-                );
-            } else {
-                let _ = writeln!(
-                    out,
-                    "The same 100 endpoints; a paced publisher at a fixed rate; each payload carries its publish \
-                     time and the receiver measures publish -> receipt (same process, monotonic clock).\n"
-                );
+        let _ = writeln!(
+            out,
+            "\n## 1b. Throughput, JetStream store on tmpfs (reference)\n"
+        );
+        let _ = writeln!(out, "{TMPFS_INTRO}\n");
+        match &self.throughput_tmpfs {
+            Ok(t) => throughput_table(&mut out, t, cores),
+            Err(e) => {
+                let _ = writeln!(out, "Not run: {e}");
             }
-            match run {
-                Ok(l) => {
-                    let _ = writeln!(out, "| Metric | Value |\n|---|---|");
-                    let _ = writeln!(
-                        out,
-                        "| Rate x duration | {} events/s x {} s |",
-                        thousands(l.rate as f64),
-                        l.seconds
-                    );
-                    let _ = writeln!(out, "| p50 | {:.2} ms |", l.p50);
-                    let _ = writeln!(out, "| p90 | {:.2} ms |", l.p90);
-                    let _ = writeln!(
-                        out,
-                        "| **p99** | **{:.2} ms** (target <= {TARGET_P99_MS:.0} ms) |",
-                        l.p99
-                    );
-                    let _ = writeln!(out, "| max | {:.2} ms |", l.max);
-                    if let (true, Ok(base)) = (hang, &self.latency) {
-                        let _ = writeln!(
-                            out,
-                            "| vs run 2 | p50 x{:.2}, **p99 x{:.2}** (target <= x{TARGET_HANG_RATIO:.2}) |",
-                            l.p50 / base.p50,
-                            l.p99 / base.p99
-                        );
-                    }
-                    if let Some((hits, share)) = l.hang {
-                        let _ = writeln!(
-                            out,
-                            "| Hanging endpoint | {:.0}% of events; {} requests reached it (each held until the 2 s timeout) |",
-                            share * 100.0,
-                            thousands(hits as f64)
-                        );
-                    }
-                    let _ = writeln!(
-                        out,
-                        "| Published (acked) | {} |",
-                        thousands(l.published as f64)
-                    );
-                    let _ = writeln!(
-                        out,
-                        "| Delivered == published | {} ({} unique, {} duplicates); drained: {} |",
-                        met(l.all_delivered()),
-                        thousands(l.delivered as f64),
-                        l.duplicates,
-                        drain(l.drain_seconds)
-                    );
-                    common_rows(&mut out, &l.info, cores);
-                }
-                Err(e) => {
-                    let _ = writeln!(out, "Failed: {e}");
-                }
+        }
+
+        let _ = writeln!(out, "\n## 2. Latency at a fixed rate\n");
+        let _ = writeln!(
+            out,
+            "The same 100 endpoints; a paced publisher at a fixed rate; each payload carries its publish \
+             time and the receiver measures publish -> receipt (same process, monotonic clock).\n"
+        );
+        match &self.latency {
+            Ok(l) => latency_table(&mut out, l, None, cores),
+            Err(e) => {
+                let _ = writeln!(out, "Failed: {e}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\n## 2b. Latency, JetStream store on tmpfs (reference)\n"
+        );
+        let _ = writeln!(out, "{TMPFS_INTRO}\n");
+        match &self.latency_tmpfs {
+            Ok(l) => latency_table(&mut out, l, None, cores),
+            Err(e) => {
+                let _ = writeln!(out, "Not run: {e}");
+            }
+        }
+
+        let _ = writeln!(out, "\n## 3. Latency with a hanging endpoint\n");
+        let _ = writeln!(
+            out,
+            "As run 2, plus one extra endpoint (`/hang`, timeout 2s, maxInFlight 50, 3 attempts) \
+             subscribed to 10% of the event types; the receiver never answers it. Latencies are those \
+             of the 100 healthy endpoints.\n"
+        );
+        match &self.hang {
+            Ok(l) => latency_table(&mut out, l, self.latency.as_ref().ok(), cores),
+            Err(e) => {
+                let _ = writeln!(out, "Failed: {e}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\n## 3b. Hanging endpoint, JetStream store on tmpfs (reference)\n"
+        );
+        let _ = writeln!(out, "{TMPFS_INTRO} Compared with run 2b.\n");
+        match &self.hang_tmpfs {
+            Ok(l) => latency_table(&mut out, l, self.latency_tmpfs.as_ref().ok(), cores),
+            Err(e) => {
+                let _ = writeln!(out, "Not run: {e}");
             }
         }
 
@@ -578,7 +719,7 @@ impl Results {
                 format!(" The machine was CPU-bound during the run ({split}).")
             } else {
                 format!(
-                    " CPU was not the limit ({split}), which points at waiting (round trips, batching) rather than work."
+                    " CPU was not the limit ({split}), which points at waiting (I/O, locks, round trips) rather than CPU work."
                 )
             };
             if c.others >= 0.25 * cores {
@@ -615,9 +756,9 @@ impl Results {
                     self.machine.cores,
                     thousands(cost.capacity(self.machine.cores)),
                     if cost.capacity(self.machine.cores) >= TARGET_THROUGHPUT {
-                        ": the target looks reachable on an idle machine, not on this busy one"
+                        "; the CPU cost alone would allow the target"
                     } else {
-                        ": short of the target even on an idle machine"
+                        "; short of the target even with no other load"
                     }
                 );
             }
@@ -625,16 +766,45 @@ impl Results {
                 " For every delivery JetStream stores three messages (event, job, attempt record), each \
                  consumed and acknowledged, plus the counters' key-value updates, all on the same cores.",
             );
+            if let Ok(fast) = &self.throughput_tmpfs {
+                let nats = |t: &Throughput| t.cpu_cost().map_or(0.0, |c| c.nats);
+                let _ = write!(
+                    note,
+                    " With the JetStream store on tmpfs the same run did {} deliveries/s (nats-server {:.0} µs of CPU \
+                     per delivery instead of {:.0}){}.",
+                    thousands(fast.median),
+                    nats(fast),
+                    nats(t),
+                    if fast.median >= 1.2 * t.median {
+                        ", so the filesystem under JetStream accounts for much of the gap"
+                    } else {
+                        ", so the filesystem is not the main limit"
+                    }
+                );
+            }
             notes.push(note);
         }
         if let Ok(l) = &self.latency {
             if l.p99 > TARGET_P99_MS {
                 notes.push(format!(
-                    "Latency target missed: p99 {:.1} ms at {} events/s against <= {TARGET_P99_MS:.0} ms.{}",
+                    "Latency target missed: p99 {:.1} ms at {} events/s against <= {TARGET_P99_MS:.0} ms.{}{}",
                     l.p99,
                     thousands(l.rate as f64),
+                    steady_note(l),
                     saturated(&l.info)
                 ));
+                if let Ok(fast) = &self.latency_tmpfs {
+                    notes.push(format!(
+                        "With the JetStream store on tmpfs, run 2 had p99 {:.1} ms (p50 {:.1} ms){}.",
+                        fast.p99,
+                        fast.p50,
+                        if fast.p99 <= TARGET_P99_MS {
+                            ": on this machine the filesystem under nats-server is what pushes the tail over the target"
+                        } else {
+                            ": the tail stays above the target without the disk too"
+                        }
+                    ));
+                }
             }
             if !l.all_delivered() {
                 notes.push(format!(
@@ -647,20 +817,41 @@ impl Results {
             let ratio = h.p99 / l.p99;
             if ratio > TARGET_HANG_RATIO {
                 notes.push(format!(
-                    "Isolation target missed: with a hanging endpoint the others' p99 went from {:.1} ms to {:.1} ms (x{ratio:.2}, target <= x{TARGET_HANG_RATIO:.2}).{}{}",
+                    "Isolation target missed: with a hanging endpoint the others' p99 went from {:.1} ms to {:.1} ms (x{ratio:.2}, target <= x{TARGET_HANG_RATIO:.2}).{}{}{}",
                     l.p99,
                     h.p99,
+                    match (h.steady_p99, l.steady_p99) {
+                        (Some(a), Some(b)) => format!(
+                            " Counting only events sent after the first 10 s: {b:.1} -> {a:.1} ms (x{:.2}).",
+                            a / b
+                        ),
+                        _ => String::new(),
+                    },
                     saturated(&h.info),
                     if h.p50 / l.p50 > TARGET_HANG_RATIO {
                         format!(
-                            " The median moved too (p50 {:.1} -> {:.1} ms), so the whole chain ran slower during run 3, not only the tail; \
-                             compare the other-process CPU of runs 2 and 3 ({:.2} vs {:.2} cores) before blaming isolation.",
-                            l.p50, h.p50, l.info.cpu.others, h.info.cpu.others
+                            " The median moved too (p50 {:.1} -> {:.1} ms): everything slowed down, not only the tail. \
+                             nats-server, which serves every endpoint's consumer, used {:.2} cores in run 3 against {:.2} in run 2; \
+                             other processes {:.2} against {:.2}.",
+                            l.p50, h.p50, h.info.cpu.nats, l.info.cpu.nats, h.info.cpu.others, l.info.cpu.others
                         )
                     } else {
                         String::new()
                     }
                 ));
+                if let (Ok(h2), Ok(l2)) = (&self.hang_tmpfs, &self.latency_tmpfs) {
+                    notes.push(format!(
+                        "With the JetStream store on tmpfs (3b against 2b) the others' p99 went from {:.1} ms to {:.1} ms (x{:.2}){}.",
+                        l2.p99,
+                        h2.p99,
+                        h2.p99 / l2.p99,
+                        if h2.p99 / l2.p99 <= TARGET_HANG_RATIO {
+                            ", within the isolation target: the hanging endpoint hurts the others through the filesystem under nats-server"
+                        } else {
+                            ", so the effect is there without the disk too"
+                        }
+                    ));
+                }
             }
             if !h.all_delivered() {
                 notes.push(format!(
@@ -688,6 +879,25 @@ impl Results {
         if notes.is_empty() {
             notes.push("Every target was met in this run.".into());
         }
+        let kernel = [
+            self.throughput.as_ref().ok().map(|t| t.info.cpu),
+            self.latency.as_ref().ok().map(|l| l.info.cpu),
+            self.hang.as_ref().ok().map(|l| l.info.cpu),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|c| c.nats_kernel)
+        .fold(0.0, f64::max);
+        if kernel > 0.4 {
+            notes.push(format!(
+                "nats-server spent up to {:.0}% of its CPU in the kernel in runs 1-3. A perf profile of nats-server \
+                 2.15.1 under this load (taken when this bench was written) put most of that in rewriting each durable \
+                 consumer's state file (`obs/<consumer>/o.dat`: create a temporary file, write, rename; up to 100 times \
+                 a second per consumer, and every endpoint has its own consumer) and, on ext4, in allocating inodes \
+                 for those files. Runs 1b-3b on tmpfs show how much of it the filesystem adds.",
+                kernel * 100.0
+            ));
+        }
         notes.push(
             "Run-to-run variation on a shared 2-core machine is large (other work on the machine competes for the \
              same cores); compare runs only with the load average in mind."
@@ -698,6 +908,39 @@ impl Results {
             relative_tmpdir()
         ));
         notes
+    }
+}
+
+/// How the p99 looks once the first seconds after start-up are left out.
+fn steady_note(l: &Latency) -> String {
+    match l.steady_p99 {
+        Some(steady) => format!(
+            " Counting only events sent after the first 10 s, p99 was {steady:.1} ms ({}).",
+            if steady <= TARGET_P99_MS {
+                "within the target"
+            } else {
+                "still above the target"
+            }
+        ),
+        None => String::new(),
+    }
+}
+
+/// `dir (fstype on device, options)` of the mount holding `dir`, from /proc/mounts.
+fn filesystem_of(dir: &std::path::Path) -> String {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let best = mounts
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() >= 4 && dir.starts_with(f[1]))
+                .then(|| (f[1].len(), format!("{} on {} ({})", f[2], f[0], f[3])))
+        })
+        .max_by_key(|(len, _)| *len);
+    match best {
+        Some((_, fs)) => format!("{} ({fs}) — `TMPDIR` picks another", dir.display()),
+        None => dir.display().to_string(),
     }
 }
 

@@ -149,6 +149,12 @@ async fn ensure_consumer(
             // the deletion) is removed by the server; jobs stay in the work queue stream, and a
             // new consumer with the same filter picks them up.
             inactive_threshold: Duration::from_secs(3600),
+            // Consumer state in memory: with one consumer per endpoint, persisting each one's
+            // state file after every ack was most of nats-server's CPU (see BENCHMARKS.md).
+            // The jobs themselves stay on disk in the work-queue stream; if nats-server
+            // restarts, the consumer is recreated and unacknowledged jobs are delivered again
+            // (at-least-once), with the attempt count starting over (maxAge still bounds them).
+            memory_storage: true,
             ..Default::default()
         },
         JOBS_STREAM,
