@@ -890,11 +890,11 @@ impl Results {
         .fold(0.0, f64::max);
         if kernel > 0.4 {
             notes.push(format!(
-                "nats-server spent up to {:.0}% of its CPU in the kernel in runs 1-3. A perf profile of nats-server \
-                 2.15.1 under this load (taken when this bench was written) put most of that in rewriting each durable \
-                 consumer's state file (`obs/<consumer>/o.dat`: create a temporary file, write, rename; up to 100 times \
-                 a second per consumer, and every endpoint has its own consumer) and, on ext4, in allocating inodes \
-                 for those files. Runs 1b-3b on tmpfs show how much of it the filesystem adds.",
+                "nats-server spent up to {:.0}% of its CPU in the kernel in runs 1-3, mostly file storage: \
+                 events, jobs and attempt records are stored on disk, and the router and stats consumers persist \
+                 their state. (The per-endpoint delivery consumers keep theirs in memory: persisting one state \
+                 file per endpoint after every ack used to be most of nats-server's CPU; see docs/architecture.md.) \
+                 Runs 1b-3b on tmpfs show how much the filesystem adds.",
                 kernel * 100.0
             ));
         }
