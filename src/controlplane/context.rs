@@ -11,16 +11,27 @@ use std::{
 pub const APPLIED_TTL: Duration = Duration::from_secs(30);
 
 use futures::future::BoxFuture;
+use jiff::Timestamp;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
-    Client, Resource, ResourceExt,
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
     runtime::{
+        controller::Action,
         events::{Event, EventType, Recorder},
         reflector::{ObjectRef, Store},
     },
 };
 
-use super::{error::Error, workloads::WorkloadSettings};
+use serde_json::json;
+
+use super::{
+    conditions::{self, Desired, READY},
+    error::Error,
+    tenant::MANAGER,
+    workloads::WorkloadSettings,
+};
 use crate::{
     model::{EndpointKey, TenantRoutes},
     resources::{
@@ -185,12 +196,75 @@ impl Context {
         };
     }
 
+    /// The error policy shared by both reconcilers: log, then requeue after the object's backoff.
+    pub fn requeue_after_error<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        error: &Error,
+    ) -> Action {
+        let key = backoff_key(object);
+        let delay = self.backoff(&key);
+        tracing::warn!(object = %key, category = error.category(), %error, retry_in = ?delay, "reconcile failed");
+        Action::requeue(delay)
+    }
+
+    /// Applies `desired` as the Ready condition (with `observedGeneration` and `extra` status
+    /// fields) unless the object already shows it. Returns the previous Ready status ("True",
+    /// "False", "Unknown", or `None` for none) when it wrote, `None` when nothing changed.
+    pub async fn write_ready<K>(
+        &self,
+        object: &K,
+        current: &[Condition],
+        observed_generation: Option<i64>,
+        desired: &Desired,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Option<Option<String>>, Error>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let generation = object.meta().generation;
+        if desired.is_current(current, generation) && observed_generation == generation {
+            return Ok(None);
+        }
+        let previous = conditions::find(current, READY).map(|c| c.status.clone());
+        let mut status = extra;
+        status.insert("observedGeneration".into(), json!(generation));
+        status.insert(
+            "conditions".into(),
+            json!([desired.to_condition(current, generation, Timestamp::now())]),
+        );
+        let patch =
+            json!({ "apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status });
+        let namespace = object.meta().namespace.clone().unwrap_or_default();
+        let api: Api<K> = Api::namespaced(self.client.clone(), &namespace);
+        api.patch_status(
+            &object.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await?;
+        Ok(Some(previous))
+    }
+
     pub fn reset_backoff(&self, key: &str) {
         self.failures
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(key);
     }
+}
+
+/// Key of an object in the backoff table, e.g. `WebhookEndpoint/acme/orders`.
+pub fn backoff_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        object.meta().namespace.clone().unwrap_or_default(),
+        object.name_any()
+    )
 }
 
 /// Secret data of the Secrets a reconcile created, keyed like [`SecretData`].

@@ -3,13 +3,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use jiff::Timestamp;
 use k8s_openapi::{
     ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::OwnerReference,
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{ObjectMeta, Patch, PatchParams, PostParams},
+    api::{ObjectMeta, PostParams},
     runtime::{
         controller::Action,
         finalizer::{Event as Finalizer, finalizer},
@@ -19,7 +18,7 @@ use serde_json::json;
 
 use super::{
     conditions::{Desired, READY},
-    context::{Context, created_secret},
+    context::{Context, backoff_key, created_secret},
     error::Error,
     tenant::{self, MANAGER},
 };
@@ -38,7 +37,7 @@ pub async fn reconcile(endpoint: Arc<WebhookEndpoint>, ctx: Arc<Context>) -> Res
     let namespace = endpoint
         .namespace()
         .ok_or_else(|| Error::NotNamespaced(endpoint.name_any()))?;
-    let key = format!("WebhookEndpoint/{namespace}/{}", endpoint.name_any());
+    let key = backoff_key(endpoint.as_ref());
     let api: Api<WebhookEndpoint> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, endpoint, |event| async {
         match event {
@@ -77,7 +76,7 @@ async fn apply(
             "Valid; events of subscribed types are delivered.",
         ),
     };
-    write_ready(endpoint, namespace, &desired, ctx).await?;
+    write_ready(endpoint, &desired, ctx).await?;
     tenant::sync(ctx, namespace, &report).await?;
     Ok(Action::requeue(RESYNC))
 }
@@ -159,66 +158,52 @@ async fn create_signing_secret(
     }
 }
 
-/// Patches the Ready condition and observedGeneration when they differ from what is there.
+/// Writes the Ready condition (an invalid endpoint's health too) and raises an Event on a flip.
 async fn write_ready(
     endpoint: &WebhookEndpoint,
-    namespace: &str,
     desired: &Desired,
     ctx: &Context,
 ) -> Result<(), Error> {
     let status = endpoint.status.clone().unwrap_or_default();
-    let generation = endpoint.metadata.generation;
-    if desired.is_current(&status.conditions, generation)
-        && status.observed_generation == generation
-    {
+    let mut extra = serde_json::Map::new();
+    if desired.status == "False" {
+        extra.insert("health".into(), json!("Invalid"));
+    }
+    let written = ctx
+        .write_ready(
+            endpoint,
+            &status.conditions,
+            status.observed_generation,
+            desired,
+            extra,
+        )
+        .await?;
+    let Some(previous) = written else {
+        return Ok(());
+    };
+    if previous.as_deref() == Some(desired.status) {
         return Ok(());
     }
-    let was_ready = super::conditions::find(&status.conditions, READY).map(|c| c.status.clone());
-    let condition = desired.to_condition(&status.conditions, generation, Timestamp::now());
-    let mut patch = json!({
-        "apiVersion": "webhook-operator.io/v1alpha1",
-        "kind": "WebhookEndpoint",
-        "status": { "observedGeneration": generation, "conditions": [condition] }
-    });
     if desired.status == "False" {
-        patch["status"]["health"] = json!("Invalid");
-    }
-    let api: Api<WebhookEndpoint> = Api::namespaced(ctx.client.clone(), namespace);
-    api.patch_status(
-        &endpoint.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
-    if was_ready.as_deref() != Some(desired.status) {
-        if desired.status == "False" {
-            ctx.publish_event(
-                endpoint,
-                true,
-                desired.reason.as_str(),
-                desired.message.clone(),
-            )
-            .await;
-        } else if was_ready.is_some() {
-            ctx.publish_event(
-                endpoint,
-                false,
-                "Valid",
-                "The endpoint is valid again.".into(),
-            )
-            .await;
-        }
+        ctx.publish_event(
+            endpoint,
+            true,
+            desired.reason.as_str(),
+            desired.message.clone(),
+        )
+        .await;
+    } else if previous.is_some() {
+        ctx.publish_event(
+            endpoint,
+            false,
+            "Valid",
+            "The endpoint is valid again.".into(),
+        )
+        .await;
     }
     Ok(())
 }
 
 pub fn error_policy(endpoint: Arc<WebhookEndpoint>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!(
-        "WebhookEndpoint/{}/{}",
-        endpoint.namespace().unwrap_or_default(),
-        endpoint.name_any()
-    );
-    let delay = ctx.backoff(&key);
-    tracing::warn!(object = %key, category = error.category(), %error, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+    ctx.requeue_after_error(endpoint.as_ref(), error)
 }

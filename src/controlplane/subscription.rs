@@ -3,23 +3,20 @@
 
 use std::{sync::Arc, time::Duration};
 
-use jiff::Timestamp;
 use kube::{
     Api, ResourceExt,
-    api::{Patch, PatchParams},
     runtime::{
         controller::Action,
         finalizer::{Event as Finalizer, finalizer},
     },
 };
-use serde_json::json;
 
 use super::{
     conditions::{Desired, READY},
-    context::Context,
+    context::{Context, backoff_key},
     endpoint::FINALIZER,
     error::Error,
-    tenant::{self, MANAGER},
+    tenant,
 };
 use crate::resources::EventSubscription;
 
@@ -30,7 +27,7 @@ pub async fn reconcile(
     let namespace = subscription
         .namespace()
         .ok_or_else(|| Error::NotNamespaced(subscription.name_any()))?;
-    let key = format!("EventSubscription/{namespace}/{}", subscription.name_any());
+    let key = backoff_key(subscription.as_ref());
     let api: Api<EventSubscription> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, subscription, |event| async {
         let report = ctx.compile(&namespace, Default::default());
@@ -47,7 +44,7 @@ pub async fn reconcile(
                         "Routing matching events to the endpoint.",
                     ),
                 };
-                write_ready(&subscription, &namespace, &desired, &ctx).await?;
+                write_ready(&subscription, &desired, &ctx).await?;
                 tenant::sync(&ctx, &namespace, &report).await?;
                 Ok(Action::requeue(Duration::from_secs(300)))
             }
@@ -62,35 +59,26 @@ pub async fn reconcile(
     .inspect(|_| ctx.reset_backoff(&key))
 }
 
+/// Writes the Ready condition and raises an Event when the subscription becomes invalid.
 async fn write_ready(
     subscription: &EventSubscription,
-    namespace: &str,
     desired: &Desired,
     ctx: &Context,
 ) -> Result<(), Error> {
     let status = subscription.status.clone().unwrap_or_default();
-    let generation = subscription.metadata.generation;
-    if desired.is_current(&status.conditions, generation)
-        && status.observed_generation == generation
+    let written = ctx
+        .write_ready(
+            subscription,
+            &status.conditions,
+            status.observed_generation,
+            desired,
+            Default::default(),
+        )
+        .await?;
+    if let Some(previous) = written
+        && previous.as_deref() != Some(desired.status)
+        && desired.status == "False"
     {
-        return Ok(());
-    }
-    let flipped = super::conditions::find(&status.conditions, READY).map(|c| c.status.as_str())
-        != Some(desired.status);
-    let condition = desired.to_condition(&status.conditions, generation, Timestamp::now());
-    let patch = json!({
-        "apiVersion": "webhook-operator.io/v1alpha1",
-        "kind": "EventSubscription",
-        "status": { "observedGeneration": generation, "conditions": [condition] }
-    });
-    let api: Api<EventSubscription> = Api::namespaced(ctx.client.clone(), namespace);
-    api.patch_status(
-        &subscription.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
-    if flipped && desired.status == "False" {
         ctx.publish_event(
             subscription,
             true,
@@ -107,12 +95,5 @@ pub fn error_policy(
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    let key = format!(
-        "EventSubscription/{}/{}",
-        subscription.namespace().unwrap_or_default(),
-        subscription.name_any()
-    );
-    let delay = ctx.backoff(&key);
-    tracing::warn!(object = %key, category = error.category(), %error, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+    ctx.requeue_after_error(subscription.as_ref(), error)
 }
