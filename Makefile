@@ -27,8 +27,8 @@ test: tools ## fmt check, clippy, all tests (with a real nats-server), then the 
 	$(MAKE) --no-print-directory chart-test
 	PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=$(CURDIR)/.tools/python python3 -m pytest e2e -q
 
-e2e: tools ## End-to-end test on the cluster KUBECONFIG points to; E2E_LOCAL_WORKLOADS=1 (see e2e/README.md)
-	PYTHONPATH=$(CURDIR)/.tools/python python3 e2e/run.py $(E2E_ARGS)
+e2e: tools ## End-to-end test on the cluster KUBECONFIG points to: E2E_INSTALL=helm|kustomize, or E2E_LOCAL_WORKLOADS=1 (e2e/README.md)
+	E2E_IMAGE="$${E2E_IMAGE:-$(IMAGE)}" PYTHONPATH=$(CURDIR)/.tools/python python3 e2e/run.py $(E2E_ARGS)
 
 bench: tools ## Benchmarks (pipeline against a real nats-server; controller at 1,000 objects); update BENCHMARKS.md
 	NATS_SERVER_BIN=$(NATS_SERVER_BIN) cargo bench --bench pipeline

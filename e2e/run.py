@@ -1,21 +1,24 @@
 #!/usr/bin/env python3
 """End-to-end test of webhook-operator against the Kubernetes cluster KUBECONFIG points to.
 
-    make e2e E2E_LOCAL_WORKLOADS=1            # or: python3 e2e/run.py
-    make e2e E2E_ARGS=--dry-run               # print the plan and run the offline checks only
+    make e2e E2E_LOCAL_WORKLOADS=1                       # or: E2E_LOCAL_WORKLOADS=1 python3 e2e/run.py
+    make e2e E2E_INSTALL=helm E2E_IMAGE=repo/name:tag    # or E2E_INSTALL=kustomize
+    make e2e E2E_ARGS=--dry-run                          # print the plan and run the offline checks only
 
-Mode E2E_LOCAL_WORKLOADS=1 (the only mode for now): NATS, the controller, one router, the
-tenant's delivery process and the sample receiver run on this machine (loopback only), talking
-to the cluster through the kubeconfig; the cluster only needs an API server (envtest, kind, k3d,
-any cluster you may create namespaces and CRDs in). The delivery Deployment the operator creates
-is checked as an object (with 0 replicas), not run.
+E2E_LOCAL_WORKLOADS=1: NATS, the controller, one router, the tenant's delivery process and the
+sample receiver run on this machine (loopback only), talking to the cluster through the
+kubeconfig; the cluster only needs an API server. The delivery Deployment the operator creates is
+checked as an object (with 0 replicas), not run.
 
-The in-cluster install (Helm chart / kustomize, E2E_INSTALL=helm|kustomize) does not exist yet:
-without E2E_LOCAL_WORKLOADS=1 the script stops at once and says so.
+E2E_INSTALL=helm|kustomize: everything runs in the cluster. The run deploys a single nats-server
+with JetStream (unless E2E_NATS_URL names one), installs the operator from the chart (helm binary,
+or Helm's Go SDK) or from the kustomize bases with image E2E_IMAGE, and runs a small receiver
+(e2e/receiver.py) behind a Service. It reaches NATS through `kubectl port-forward`, reads the
+receiver's lines with `kubectl logs` and verifies their signatures with the key from the Secret.
 
-Everything it creates (two namespaces e2e-<id> and e2e-<id>-operator, its local processes, the
-CRDs if it installed them) is removed at the end, also on failure. Logs of the local processes
-stay in the temporary folder it prints when the run fails. See e2e/README.md for the variables.
+Everything it creates (two namespaces e2e-<id> and e2e-<id>-operator, the install, its local
+processes, the CRDs if it installed them) is removed at the end, also on failure. Logs of the
+local processes stay in the temporary folder it prints when the run fails. See e2e/README.md.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import incluster
+
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS_PYTHON = ROOT / ".tools" / "python"
 
@@ -59,6 +64,7 @@ WORKLOAD_COMPONENT = "webhook-deliver"
 TENANT_LABEL = "webhook-operator.io/tenant"
 RUN_LABEL = "e2e.webhook-operator.io/run"
 UNROUTED_METRIC = "webhook_events_unrouted_total"
+CLUSTER_RBAC = "clusterroles.rbac.authorization.k8s.io,clusterrolebindings.rbac.authorization.k8s.io"
 
 # The endpoint under test: short backoff so failures and recoveries show within seconds.
 ENDPOINT = "orders"
@@ -152,6 +158,26 @@ class Config:
     binary: str = ""                 # prebuilt webhook-operator; empty: cargo build
     nats_server: str = ""
     delete_crds: str = "auto"        # auto: only if this run installed them; 1: always; 0: never
+    # In-cluster mode (E2E_INSTALL) only:
+    image: str = ""                  # the operator image the cluster can pull
+    helm: str = ""                   # helm binary; empty: `helm` on PATH, else the Helm SDK; "sdk": the SDK
+    nats_url: str = ""               # an existing in-cluster NATS; empty: the run deploys one
+    rollout_timeout: float = 180.0   # Deployments becoming ready (image pulls included)
+    nats_image: str = incluster.NATS_IMAGE
+    receiver_image: str = incluster.RECEIVER_IMAGE
+
+    @property
+    def in_cluster(self) -> bool:
+        return bool(self.install)
+
+    @property
+    def release(self) -> str:
+        return incluster.release_name(self.run_id)
+
+    @property
+    def pod_nats_url(self) -> str:
+        """The NATS URL pods use in the in-cluster mode."""
+        return self.nats_url or incluster.default_nats_url(self.operator_namespace)
 
 
 def config_from_env(env: dict) -> Config:
@@ -169,6 +195,12 @@ def config_from_env(env: dict) -> Config:
     delete_crds = env.get("E2E_DELETE_CRDS", "auto").strip().lower() or "auto"
     if delete_crds not in ("auto", "0", "1"):
         raise ConfigError(f"E2E_DELETE_CRDS={delete_crds!r}: expected auto, 1 or 0")
+    nats_url = env.get("E2E_NATS_URL", "").strip()
+    if nats_url:
+        try:
+            incluster.nats_target(nats_url)
+        except ValueError as error:
+            raise ConfigError(f"E2E_NATS_URL: {error}") from None
     return Config(
         local_workloads=env_bool(env, "E2E_LOCAL_WORKLOADS"),
         install=env.get("E2E_INSTALL", "").strip().lower(),
@@ -185,6 +217,12 @@ def config_from_env(env: dict) -> Config:
         binary=env.get("E2E_BIN", "").strip(),
         nats_server=env.get("E2E_NATS_SERVER", "").strip() or str(ROOT / ".tools" / "bin" / "nats-server"),
         delete_crds=delete_crds,
+        image=env.get("E2E_IMAGE", "").strip(),
+        helm=env.get("E2E_HELM", "").strip(),
+        nats_url=nats_url,
+        rollout_timeout=env_seconds(env, "E2E_ROLLOUT_TIMEOUT", 180),
+        nats_image=env.get("E2E_NATS_IMAGE", "").strip() or incluster.NATS_IMAGE,
+        receiver_image=env.get("E2E_RECEIVER_IMAGE", "").strip() or incluster.RECEIVER_IMAGE,
     )
 
 
@@ -198,18 +236,28 @@ def default_kubectl() -> str:
 
 def mode_problem(cfg: Config) -> Optional[str]:
     """Why this configuration cannot run (None: it can)."""
-    if cfg.install in ("helm", "kustomize"):
-        return (f"E2E_INSTALL={cfg.install} is reserved for the in-cluster install, which does not exist yet "
-                "(no Helm chart, kustomize base or image). Run with E2E_LOCAL_WORKLOADS=1 (and without "
-                "E2E_INSTALL) until the chart lands.")
+    if cfg.install and cfg.install not in ("helm", "kustomize"):
+        return f"E2E_INSTALL={cfg.install!r} is unknown: expected helm or kustomize"
+    if cfg.install and cfg.local_workloads:
+        return (f"E2E_INSTALL={cfg.install} installs the operator in the cluster and E2E_LOCAL_WORKLOADS=1 runs it "
+                "on this machine: choose one")
     if cfg.install:
-        return f"E2E_INSTALL={cfg.install!r} is unknown (reserved values: helm, kustomize; not available yet)"
+        return incluster.image_problem(cfg.image)
     if not cfg.local_workloads:
-        return ("the default mode (operator installed in the cluster) is not available yet: there is no Helm "
-                "chart, kustomize base or image to install. Run `make e2e E2E_LOCAL_WORKLOADS=1`: the operator, "
-                "NATS, a router, the tenant's delivery process and the receiver then run on this machine "
-                "against the cluster's API server (see e2e/README.md).")
+        return ("choose a mode: `make e2e E2E_INSTALL=helm E2E_IMAGE=<image the cluster can pull>` (or "
+                "E2E_INSTALL=kustomize) installs the operator in the cluster; `make e2e E2E_LOCAL_WORKLOADS=1` runs "
+                "the operator, NATS, a router, the tenant's delivery process and the receiver on this machine "
+                "against the cluster's API server (see e2e/README.md)")
     return None
+
+
+def mode_title(cfg: Config) -> str:
+    return f"in-cluster ({cfg.install})" if cfg.in_cluster else "local workloads"
+
+
+def make_installer(cfg: Config, workdir: Path, image: Optional[str] = None) -> "incluster.Installer":
+    return incluster.installer(cfg.install, cfg.helm, cfg.operator_namespace, cfg.release, image or cfg.image,
+                               cfg.pod_nats_url, workdir, cfg.kubectl)
 
 
 # --- pure helpers (unit-tested in e2e/test_run.py) -----------------------------------------------
@@ -311,8 +359,11 @@ def labels_problem(kind: str, obj: dict, expected: dict) -> Optional[str]:
 
 
 def workload_problems(tenant: str, operator_namespace: str, objects: dict, nats_url: str,
-                      replicas: int = 0) -> list[str]:
-    """What is wrong with the delivery workload of `tenant` (objects: kind -> object or None)."""
+                      replicas: int = 0, image: Optional[str] = None) -> list[str]:
+    """What is wrong with the delivery workload of `tenant` (objects: kind -> object or None).
+
+    image None: not checked (the local mode's controller runs with the default --deliver-image).
+    """
     name = workload_name(tenant)
     expected_labels = {"app.kubernetes.io/name": WORKLOAD_COMPONENT,
                        "app.kubernetes.io/managed-by": MANAGED_BY, TENANT_LABEL: tenant}
@@ -347,6 +398,9 @@ def workload_problems(tenant: str, operator_namespace: str, objects: dict, nats_
         if spec.get("replicas", 1) != replicas:
             problems.append(f"Deployment {name} has replicas {spec.get('replicas')}, expected {replicas} "
                             "(--deliver-replicas)")
+        if image is not None and containers[0].get("image") != image:
+            problems.append(f"Deployment {name} runs image {containers[0].get('image')!r}, expected {image!r} "
+                            "(--deliver-image)")
     role = objects.get("Role")
     if role is not None:
         rules = role.get("rules") or []
@@ -491,49 +545,119 @@ def wait_until(what: str, probe: Callable[[], tuple[Any, Optional[str]]], timeou
 
 
 def plan(cfg: Config, paths: dict) -> list[tuple[str, list[str]]]:
-    """The steps of a run, with what each does (printed by --dry-run; titles also label a real run)."""
+    """The steps of a run, with what each does (printed by --dry-run; titles also label a real run).
+
+    paths: "binary" (local mode), "installer" (in-cluster mode: an incluster.Installer).
+    """
     ns, opns = cfg.namespace, cfg.operator_namespace
-    bin_ = paths["binary"]
-    return [
-        ("Local tools and the binary", [
-            f"kubectl: {cfg.kubectl}; nats-server: {cfg.nats_server}; python: nats-py, standardwebhooks",
-            "cargo build --bin webhook-operator" if not cfg.binary else f"use E2E_BIN={cfg.binary}",
-            f"check that {bin_} controller|router|deliver --help list the flags used below",
-        ]),
-        ("Preconditions: the cluster", [
-            "kubectl version (the API server answers); print the context and server",
-            "kubectl config view --minify --flatten > WORK/kubeconfig (pins the context for every process)",
-        ]),
-        ("Install the CRDs", [
-            f"refuse if {ENDPOINTS}/{SUBSCRIPTIONS} exist outside e2e namespaces (the local controller "
-            "watches every namespace); leftovers of earlier e2e runs are removed",
-            "kubectl apply -f crds/ ; kubectl wait --for=condition=Established crd/...",
-        ]),
-        ("Start NATS, the controller, a router and the delivery process", [
-            f"kubectl create namespace {opns} and {ns} (labelled {RUN_LABEL}={cfg.run_id})",
-            "nats-server -js -sd WORK/jetstream -a 127.0.0.1 -p PORT",
-            f"{bin_} controller --namespace {opns} --leader-election true --identity e2e-{cfg.run_id} "
-            "--nats-url NATS --listen 127.0.0.1:PORT --deliver-nats-url NATS --deliver-replicas 0 "
-            "--deliver-allow-private-networks",
-            f"{bin_} router --nats-url NATS --listen 127.0.0.1:PORT",
-            f"{bin_} deliver --tenant {ns} --allow-private-networks --nats-url NATS --listen 127.0.0.1:PORT",
-            f"wait for every /readyz, and for Lease {opns}/{LEASE} held by e2e-{cfg.run_id}",
-        ]),
+    if cfg.in_cluster:
+        installer = paths["installer"]
+        receiver_url, refused_url = incluster.receiver_urls(ns, f"/{ns}/{ENDPOINT}")
+        nats = cfg.pod_nats_url
+        head = [
+            ("Local tools and the install", [
+                f"kubectl: {cfg.kubectl}; {installer.tool()[0]}; python: nats-py, standardwebhooks, pyyaml",
+                f"render the install ({installer.title}) with image {cfg.image or '(E2E_IMAGE)'} and check the "
+                "objects (namespace, image, NATS URL, delivery settings, leader election, admin Service)",
+            ]),
+            ("Preconditions: the cluster", [
+                "kubectl version (the API server answers); print the context and server",
+                "kubectl config view --minify --flatten > WORK/kubeconfig (pins the context for every command)",
+            ]),
+            ("Install the CRDs", [
+                f"refuse if {ENDPOINTS}/{SUBSCRIPTIONS} exist outside e2e namespaces (the controller watches "
+                "every namespace); leftovers of earlier e2e runs are removed",
+                f"kubectl apply {' '.join(installer.crds()).replace(str(ROOT) + '/', '')} ; kubectl wait "
+                "--for=condition=Established crd/...",
+            ]),
+            ("Install NATS, the operator and a receiver", [
+                f"kubectl create namespace {opns} and {ns} (labelled {RUN_LABEL}={cfg.run_id})",
+                (f"use the existing NATS {nats}" if cfg.nats_url else
+                 f"Deployment+Service {opns}/{incluster.NATS_NAME}: {cfg.nats_image} -js (emptyDir), {nats}"),
+                f"ConfigMap+Deployment+Service {ns}/{incluster.RECEIVER_NAME}: {cfg.receiver_image} running "
+                "e2e/receiver.py (logs each request as a JSON line; port 80, closed port 81)",
+                f"kubectl port-forward to {nats} (the test's own NATS connection: publish, routes, consumers)",
+                *installer.plan(),
+                f"wait: controller, router, NATS and receiver Deployments ready (E2E_ROLLOUT_TIMEOUT "
+                f"{cfg.rollout_timeout:g}s); Lease {opns}/{LEASE} held by a controller pod",
+            ]),
+        ]
+        workload = (f"Deployment+ServiceAccount {opns}/{workload_name(ns)} (1 replica, image "
+                    f"{cfg.image or 'E2E_IMAGE'}, NATS_URL {nats}), Role+RoleBinding {ns}/{TENANT_ROLE}; the Deployment becomes ready and its "
+                    "pod lists the endpoint in /v1/endpoints (API server pod proxy)")
+        receiver_start = ("read the receiver's lines with kubectl logs; verify each signature with the key from "
+                          "the Secret")
+        invoice = ("invoice.created through the controller's admin ingest (kubectl create --raw /api/v1/namespaces/"
+                   f"{opns}/services/{cfg.release}-webhook-operator-controller-metrics:admin/proxy/v1/events/{ns}/...)")
+        metric = "router metric webhook_events_unrouted_total +1 (order.shipped), summed over the router pods"
+        closed = f"patch the endpoint url to the receiver Service's closed port ({refused_url})"
+        drop = "the delivery pods go with their Deployment"
+        cleanup = [
+            f"delete the CRs of {ns} while the controller runs; stop the port-forward",
+            f"remove the install ({'helm uninstall ' + cfg.release if cfg.install == 'helm' else 'kubectl delete'} "
+            f"and anything cluster-scoped labelled app.kubernetes.io/instance={cfg.release})",
+            "strip finalizers of anything left; delete both namespaces (--wait=false; NATS and the receiver go "
+            "with them)",
+            "delete the CRDs if this run installed them (E2E_DELETE_CRDS)",
+            "keep WORK (port-forward log) on failure; print pod states and log tails",
+        ]
+    else:
+        bin_ = paths["binary"]
+        receiver_url = "the receiver"
+        head = [
+            ("Local tools and the binary", [
+                f"kubectl: {cfg.kubectl}; nats-server: {cfg.nats_server}; python: nats-py, standardwebhooks",
+                "cargo build --bin webhook-operator" if not cfg.binary else f"use E2E_BIN={cfg.binary}",
+                f"check that {bin_} controller|router|deliver --help list the flags used below",
+            ]),
+            ("Preconditions: the cluster", [
+                "kubectl version (the API server answers); print the context and server",
+                "kubectl config view --minify --flatten > WORK/kubeconfig (pins the context for every process)",
+            ]),
+            ("Install the CRDs", [
+                f"refuse if {ENDPOINTS}/{SUBSCRIPTIONS} exist outside e2e namespaces (the local controller "
+                "watches every namespace); leftovers of earlier e2e runs are removed",
+                "kubectl apply -f crds/ ; kubectl wait --for=condition=Established crd/...",
+            ]),
+            ("Start NATS, the controller, a router and the delivery process", [
+                f"kubectl create namespace {opns} and {ns} (labelled {RUN_LABEL}={cfg.run_id})",
+                "nats-server -js -sd WORK/jetstream -a 127.0.0.1 -p PORT",
+                f"{bin_} controller --namespace {opns} --leader-election true --identity e2e-{cfg.run_id} "
+                "--nats-url NATS --listen 127.0.0.1:PORT --deliver-nats-url NATS --deliver-replicas 0 "
+                "--deliver-allow-private-networks",
+                f"{bin_} router --nats-url NATS --listen 127.0.0.1:PORT",
+                f"{bin_} deliver --tenant {ns} --allow-private-networks --nats-url NATS --listen 127.0.0.1:PORT",
+                f"wait for every /readyz, and for Lease {opns}/{LEASE} held by e2e-{cfg.run_id}",
+            ]),
+        ]
+        workload = (f"Deployment+ServiceAccount {opns}/{workload_name(ns)}, Role+RoleBinding {ns}/{TENANT_ROLE} "
+                    "(labels, args, NATS_URL, RBAC limited to reading secrets)")
+        receiver_start = "start scripts/sample_receiver.py with the key read from the Secret"
+        invoice = "invoice.created"
+        metric = "router metric webhook_events_unrouted_total +1 (order.shipped)"
+        closed = "patch the endpoint url to a closed loopback port"
+        drop = "the delivery process no longer lists it"
+        cleanup = [
+            f"delete the CRs of {ns} while the controller runs; stop the local processes",
+            "strip finalizers of anything left; delete both namespaces (--wait=false)",
+            "delete the CRDs if this run installed them (E2E_DELETE_CRDS)",
+            "keep WORK (process logs) on failure and print their tails",
+        ]
+    return head + [
         ("An endpoint and a subscription without a Secret", [
-            f"apply WebhookEndpoint {ns}/{ENDPOINT} (url: the receiver) and EventSubscription "
+            f"apply WebhookEndpoint {ns}/{ENDPOINT} (url: {receiver_url}) and EventSubscription "
             f"{ns}/{SUBSCRIPTION} [order.paid, invoice.*]",
             f"wait: both Ready=True/Active for their generation, finalizer {FINALIZER}",
             f"Secret {ns}/{ENDPOINT}-signing created (key 'secret' = whsec_..., owned by the endpoint)",
-            f"Deployment+ServiceAccount {opns}/{workload_name(ns)}, Role+RoleBinding {ns}/{TENANT_ROLE} "
-            "(labels, args, NATS_URL, RBAC limited to reading secrets)",
+            workload,
             f"routes bucket key {ns}: endpoint {ENDPOINT} and its route; status.health Pending",
-            "start scripts/sample_receiver.py with the key read from the Secret",
+            receiver_start,
         ]),
         ("Deliveries, signatures and status counters", [
-            "publish order.paid x2 (one id published twice), invoice.created, order.shipped (unsubscribed)",
+            f"publish order.paid x2 (one id published twice), {invoice}, order.shipped (unsubscribed)",
             "receiver: the 3 subscribed events, once each, signatures verified (standardwebhooks), "
             "bodies and event types intact",
-            "router metric webhook_events_unrouted_total +1 (order.shipped)",
+            metric,
             "status: delivered=3 failedAttempts=0 health=Healthy, Healthy condition True; printer columns",
         ]),
         ("Routing follows a subscription edit", [
@@ -546,7 +670,7 @@ def plan(cfg: Config, paths: dict) -> list[tuple[str, list[str]]]:
             "routes unchanged; delete it (finalizer processed)",
         ]),
         ("A failing endpoint, then recovery", [
-            "patch the endpoint url to a closed loopback port; publish order.refunded",
+            f"{closed}; publish order.refunded",
             "status: failedAttempts grows (seen twice), health Degraded or Failing, lastFailure set",
             "restore the url: the held event arrives verified, delivered +1, health Healthy again",
         ]),
@@ -557,17 +681,12 @@ def plan(cfg: Config, paths: dict) -> list[tuple[str, list[str]]]:
         ("Deleting the endpoint removes routes and workload", [
             f"apply {AGAIN_SUBSCRIPTION} [order.refunded]: Ready, one delivery",
             f"delete the endpoint: gone (finalizer processed); routes key {ns} removed; JetStream "
-            f"consumer {delivery_consumer(ns, ENDPOINT)} removed; the delivery process no longer lists it",
+            f"consumer {delivery_consumer(ns, ENDPOINT)} removed; {drop}",
             f"{AGAIN_SUBSCRIPTION} turns Ready=False/EndpointNotFound; an event is not delivered",
             "delivery Deployment/ServiceAccount/Role/RoleBinding removed; the Secret follows its owner "
             "where a garbage collector runs (reported, not required)",
         ]),
-        ("Cleanup (always, also after a failure)", [
-            f"delete the CRs of {ns} while the controller runs; stop the local processes",
-            "strip finalizers of anything left; delete both namespaces (--wait=false)",
-            "delete the CRDs if this run installed them (E2E_DELETE_CRDS)",
-            "keep WORK (process logs) on failure and print their tails",
-        ]),
+        ("Cleanup (always, also after a failure)", cleanup),
     ]
 
 
@@ -618,6 +737,20 @@ class Kubectl:
         if namespace:
             args += ["-n", namespace]
         self.run(*args)
+
+    def apply_all(self, objects: list[dict]) -> None:
+        self.run("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+
+    def get_raw(self, path: str) -> str:
+        """GET through the API server (e.g. a pod's admin port via /api/v1/.../pods/NAME:PORT/proxy/...)."""
+        return self.run("get", "--raw", path)
+
+    def create_raw(self, path: str, body_file: Path) -> str:
+        """POST a file's content through the API server (e.g. a Service's proxy)."""
+        return self.run("create", "--raw", path, "-f", str(body_file))
+
+    def logs(self, namespace: str, target: str, tail: int = -1) -> str:
+        return self.run("logs", "-n", namespace, target, f"--tail={tail}", "--all-containers")
 
     def delete(self, resource: str, name: Optional[str] = None, namespace: Optional[str] = None,
                all_: bool = False) -> None:
@@ -694,6 +827,14 @@ def nats_routes(url: str, tenant: str) -> Optional[dict]:
         except errors.NotFoundError:  # bucket, key, or a delete marker (KeyDeletedError)
             return None
         return json.loads(entry.value) if entry.value else None
+    return _with_jetstream(url, action)
+
+
+def nats_jetstream(url: str) -> dict:
+    """JetStream's account info: raises (TransientError) unless the server answers with JetStream."""
+    async def action(js):
+        info = await js.account_info()
+        return {"streams": info.streams, "consumers": info.consumers}
     return _with_jetstream(url, action)
 
 
@@ -812,6 +953,13 @@ class Run:
         self.refused_url = ""
         self.signing_key = ""
         self.published: dict[str, Event] = {}
+        # In-cluster mode:
+        self.installer = make_installer(self.cfg, self.workdir) if self.cfg.in_cluster else None
+        self.pod_nats_url = self.cfg.pod_nats_url if self.cfg.in_cluster else ""
+        self.names: dict[str, str] = {}   # controller, router Deployments; admin Service
+        self.installed_operator = False
+        self.leader_pod = ""
+        self.webhook = None               # verifies the in-cluster receiver's lines
 
     # -- logging and checks --
 
@@ -841,10 +989,11 @@ class Run:
     # -- the steps --
 
     def steps(self) -> list[tuple[str, Callable[[], None]]]:
-        titles = [title for title, _ in plan(self.cfg, {"binary": self.binary})]
-        actions = [self.step_tools, self.step_cluster, self.step_crds, self.step_start, self.step_endpoint,
-                   self.step_deliver, self.step_edit_subscription, self.step_dangling, self.step_failing,
-                   self.step_delete_subscription, self.step_delete_endpoint]
+        titles = [title for title, _ in plan(self.cfg, {"binary": self.binary, "installer": self.installer})]
+        first = ([self.step_tools_cluster, self.step_cluster, self.step_crds, self.step_start_cluster]
+                 if self.installer else [self.step_tools, self.step_cluster, self.step_crds, self.step_start])
+        actions = first + [self.step_endpoint, self.step_deliver, self.step_edit_subscription, self.step_dangling,
+                           self.step_failing, self.step_delete_subscription, self.step_delete_endpoint]
         return list(zip(titles, actions))
 
     def execute(self) -> int:
@@ -891,6 +1040,39 @@ class Run:
             fail("the binary does not accept the command lines this test uses:\n  " + "\n  ".join(problems))
         self.ok(f"{self.binary}: controller, router and deliver accept the flags used here")
 
+    # 1 (in-cluster)
+    def step_tools_cluster(self) -> None:
+        if shutil.which(self.cfg.kubectl) is None:
+            fail(f"kubectl not found ({self.cfg.kubectl!r}); install it or set E2E_KUBECTL")
+        self.ok(f"kubectl: {shutil.which(self.cfg.kubectl)}")
+        _import_nats()
+        import_standardwebhooks()
+        import_tool(("yaml",), "pyyaml")
+        self.ok("python packages: nats-py, standardwebhooks, pyyaml")
+        what, problem = self.installer.tool()
+        if problem:
+            fail(problem)
+        self.ok(what)
+        problem = incluster.script_problem(incluster.receiver_script())
+        if problem:
+            fail(problem)
+        objects = self.render_install()
+        self.ok(f"{self.installer.title} renders {incluster.describe_objects(objects)} for "
+                f"{self.cfg.operator_namespace}: image {self.cfg.image}, NATS {self.pod_nats_url}, 1 delivery replica, private networks allowed, "
+                "leader election")
+
+    def render_install(self) -> list[dict]:
+        try:
+            objects = self.installer.render()
+        except (incluster.InstallError, OSError) as error:
+            fail(f"rendering the install: {error}")
+        problems = incluster.install_problems(objects, self.cfg.operator_namespace, self.cfg.release,
+                                              self.cfg.image, self.pod_nats_url)
+        if problems:
+            fail(f"the rendered install ({self.installer.title}) does not fit the run:\n  " + "\n  ".join(problems))
+        self.names = incluster.components(objects)
+        return objects
+
     # 2
     def step_cluster(self) -> None:
         env = dict(os.environ)
@@ -924,8 +1106,9 @@ class Run:
             self.refuse_foreign_objects()
         self.installed_crds = not existing
         self.crds_touched = True
-        self.info("kubectl apply -f crds/")
-        self.kubectl.run("apply", "-f", str(ROOT / "crds"))
+        crds = self.installer.crds() if self.installer else ["-f", str(ROOT / "crds")]
+        self.info(f"kubectl apply {' '.join(crds).replace(str(ROOT) + os.sep, '')}")
+        self.kubectl.run("apply", *crds)
         self.kubectl.run("wait", "--for=condition=Established", f"--timeout={int(self.cfg.timeout)}s",
                          *[f"crd/{name}" for name in CRDS], timeout=self.cfg.timeout + 30)
 
@@ -938,13 +1121,14 @@ class Run:
 
     def refuse_foreign_objects(self) -> None:
         """The local controller reconciles every namespace: it must not take over real objects."""
-        e2e_namespaces = {ns["metadata"]["name"] for ns in self.kubectl.items("namespaces", selector=RUN_LABEL)}
+        labelled = self.kubectl.items("namespaces", selector=RUN_LABEL)
+        e2e_namespaces = {ns["metadata"]["name"] for ns in labelled}
         objects = [(kind, o) for kind in (ENDPOINTS, SUBSCRIPTIONS) for o in self.kubectl.items(kind)]
         foreign = [f"{o['metadata']['namespace']}/{o['metadata']['name']}" for _, o in objects
                    if o["metadata"]["namespace"] not in e2e_namespaces]
         if foreign:
             fail(f"the cluster already has WebhookEndpoints/EventSubscriptions ({', '.join(foreign[:10])}). The "
-                 "local controller watches every namespace and would take them over (finalizers, Secrets, "
+                 "controller under test watches every namespace and would take them over (finalizers, Secrets, "
                  "workloads): run the e2e test against a dedicated cluster")
         leftovers = [(kind, o) for kind, o in objects if o["metadata"]["namespace"] in e2e_namespaces]
         for kind, o in leftovers:
@@ -957,15 +1141,25 @@ class Run:
             if ns and not ns["metadata"].get("deletionTimestamp"):
                 self.info(f"deleting namespace {name} left by an earlier e2e run")
                 self.kubectl.delete("namespace", name)
+        for run_id in sorted({(ns["metadata"].get("labels") or {}).get(RUN_LABEL) for ns in labelled} - {None}):
+            self.delete_release_leftovers(incluster.release_name(run_id))
+
+    def delete_release_leftovers(self, release: str) -> None:
+        """Cluster-scoped objects of an in-cluster install (namespaced ones go with the namespaces)."""
+        self.kubectl.run("delete", CLUSTER_RBAC, "-l", f"{incluster.INSTANCE_LABEL}={release}",
+                         "--ignore-not-found", "--wait=false")
 
     # 4
-    def step_start(self) -> None:
+    def create_namespaces(self) -> None:
         for name, role in ((self.cfg.operator_namespace, "operator"), (self.cfg.namespace, "tenant")):
             if self.kubectl.get("namespace", name) is not None:
                 fail(f"namespace {name} already exists; this test only uses namespaces it creates")
             self.kubectl.create(namespace_manifest(name, self.cfg.run_id, role))
             self.created_namespaces.append(name)
         self.ok(f"namespaces {self.cfg.operator_namespace} (operator) and {self.cfg.namespace} (tenant) created")
+
+    def step_start(self) -> None:
+        self.create_namespaces()
 
         names = ["nats", "controller", "router", "deliver", "receiver", "refused"]
         self.ports = dict(zip(names, free_ports(len(names))))
@@ -975,6 +1169,7 @@ class Run:
         self.refused_url = f"http://127.0.0.1:{self.ports['refused']}/{ns}/{ENDPOINT}"
         env = self.child_env()
 
+        self.pod_nats_url = self.nats_url
         self.procs.start("nats", [self.cfg.nats_server, "-js", "-sd", str(self.workdir / "jetstream"),
                                   "-a", "127.0.0.1", "-p", str(self.ports["nats"])], env)
         self.wait("nats-server to accept connections", lambda: (None, port_problem(self.ports["nats"])))
@@ -1002,6 +1197,73 @@ class Run:
             return obj, None if holder == self.identity else f"Lease {LEASE} holder is {holder!r}"
         self.wait(f"the controller to win Lease {self.cfg.operator_namespace}/{LEASE}", lease)
         self.ok(f"the controller ({self.identity}) holds Lease {self.cfg.operator_namespace}/{LEASE}")
+
+    # 4 (in-cluster)
+    def step_start_cluster(self) -> None:
+        self.create_namespaces()
+        cfg, ns, opns = self.cfg, self.cfg.namespace, self.cfg.operator_namespace
+        labels = {RUN_LABEL: cfg.run_id}
+        if not cfg.nats_url:
+            self.kubectl.apply_all(incluster.nats_manifests(opns, labels, cfg.nats_image))
+            self.info(f"applied Deployment+Service {opns}/{incluster.NATS_NAME} ({cfg.nats_image}, JetStream)")
+        self.kubectl.apply_all(incluster.receiver_manifests(ns, labels, incluster.receiver_script(),
+                                                            cfg.receiver_image))
+        self.info(f"applied ConfigMap+Deployment+Service {ns}/{incluster.RECEIVER_NAME} ({cfg.receiver_image})")
+        self.receiver_url, self.refused_url = incluster.receiver_urls(ns, f"/{ns}/{ENDPOINT}")
+        if not cfg.nats_url:
+            self.wait_rollout(opns, incluster.NATS_NAME)
+            self.ok(f"NATS ready in the cluster: {self.pod_nats_url}")
+
+        nats_namespace, service, port = incluster.nats_target(self.pod_nats_url)
+        local = free_ports(1)[0]
+        self.procs.start("port-forward", [cfg.kubectl, "port-forward", "-n", nats_namespace, f"svc/{service}",
+                                          f"{local}:{port}", "--address", "127.0.0.1"], self.child_env())
+        self.nats_url = f"nats://127.0.0.1:{local}"
+        self.wait(f"JetStream at {self.pod_nats_url} through kubectl port-forward",
+                  lambda: (nats_jetstream(self.nats_url), None))
+        self.ok(f"JetStream at {self.pod_nats_url} answers through kubectl port-forward ({self.nats_url})")
+
+        self.installed_operator = True  # from here on, cleanup removes whatever part of it got installed
+        self.info(f"installing the operator ({self.installer.title}, release {cfg.release}, image {cfg.image})")
+        try:
+            self.installer.install(self.kubectl, self.kubeconfig, cfg.rollout_timeout)
+        except incluster.InstallError as error:
+            fail(f"installing the operator: {error}")
+        for role in ("controller", "router"):
+            deployment = self.wait_rollout(opns, self.names[role])
+            self.ok(f"{role} Deployment {opns}/{self.names[role]} ready "
+                    f"({deployment['status'].get('readyReplicas')}/{deployment['spec'].get('replicas', 1)})")
+        controller = self.kubectl.get("deployments.apps", self.names["controller"], opns)
+
+        def lease():
+            obj = self.kubectl.get("leases.coordination.k8s.io", LEASE, opns)
+            holder = ((obj or {}).get("spec") or {}).get("holderIdentity")
+            pods = [p["metadata"]["name"] for p in self.kubectl.items("pods", opns, incluster.selector(controller))]
+            if holder in pods:
+                return holder, None
+            return None, f"Lease {LEASE} holder is {holder!r}; controller pods: {pods}"
+        self.leader_pod = self.wait(f"a controller pod to win Lease {opns}/{LEASE}", lease)
+        self.ok(f"controller pod {self.leader_pod} holds Lease {opns}/{LEASE}")
+        self.wait_rollout(ns, incluster.RECEIVER_NAME)
+        self.ok(f"receiver ready: {self.receiver_url}")
+
+    def wait_rollout(self, namespace: str, name: str) -> dict:
+        def probe():
+            deployment = self.kubectl.get("deployments.apps", name, namespace)
+            problem = incluster.rollout_problem(deployment)
+            if problem and deployment is not None:
+                pods = self.kubectl.items("pods", namespace, incluster.selector(deployment))
+                problem += "; " + incluster.pods_summary(pods)
+            return deployment, problem
+        return self.wait(f"Deployment {namespace}/{name} to be ready", probe, self.cfg.rollout_timeout)
+
+    def pod_get(self, namespace: str, pod: str, path: str) -> str:
+        """GET a pod's admin server through the API server's pod proxy."""
+        return self.kubectl.get_raw(f"/api/v1/namespaces/{namespace}/pods/{pod}:{incluster.ADMIN_PORT}/proxy{path}")
+
+    def delivery_pods(self) -> list[dict]:
+        return self.kubectl.items("pods", self.cfg.operator_namespace,
+                                  f"app.kubernetes.io/name={WORKLOAD_COMPONENT},{TENANT_LABEL}={self.cfg.namespace}")
 
     def wait_ready(self, role: str) -> None:
         url = f"http://127.0.0.1:{self.ports[role]}/readyz"
@@ -1040,11 +1302,19 @@ class Run:
         self.report_event("SecretCreated", ENDPOINT)
 
         objects = self.wait("the delivery workload of the tenant", self._workload_present)
-        problems = workload_problems(ns, self.cfg.operator_namespace, objects, self.nats_url)
+        in_cluster = self.installer is not None
+        problems = workload_problems(ns, self.cfg.operator_namespace, objects, self.pod_nats_url,
+                                     replicas=1 if in_cluster else 0, image=self.cfg.image if in_cluster else None)
         if problems:
             fail("delivery workload: " + "; ".join(problems))
         self.ok(f"delivery workload: Deployment+ServiceAccount {self.cfg.operator_namespace}/{workload_name(ns)} "
-                f"(deliver --tenant {ns}, 0 replicas), Role+RoleBinding {ns}/{TENANT_ROLE} (read secrets only)")
+                f"(deliver --tenant {ns}, {1 if in_cluster else 0} replicas), Role+RoleBinding {ns}/{TENANT_ROLE} "
+                "(read secrets only)")
+        if in_cluster:
+            self.wait_rollout(self.cfg.operator_namespace, workload_name(ns))
+            self.ok(f"delivery Deployment {workload_name(ns)} ready (image {self.cfg.image})")
+            self.wait("the delivery pod to serve the endpoint", lambda: (None, self._delivery_serves()))
+            self.ok(f"the delivery pod lists {ns}/{ENDPOINT} in /v1/endpoints")
 
         self.wait_routes(endpoint=ENDPOINT, url=self.receiver_url,
                          routes={SUBSCRIPTION: ["order.paid", "invoice.*"]})
@@ -1060,12 +1330,32 @@ class Run:
         self.wait("status.health Pending (status is written every 10 s)", pending, self.cfg.status_timeout)
         self.ok("status.health Pending, Healthy condition Unknown before any delivery")
 
+        if in_cluster:
+            self.webhook = import_standardwebhooks().Webhook(self.signing_key)
+            self.info(f"the receiver's lines (kubectl logs) are verified here with the key from the Secret")
+            return
         self.procs.start("receiver", [sys.executable, "-u", str(ROOT / "scripts" / "sample_receiver.py"),
                                       "--port", str(self.ports["receiver"]), "--log", str(self.deliveries),
                                       "--secret", f"/{ns}/{ENDPOINT}={self.signing_key}"], self.child_env())
         health = f"http://127.0.0.1:{self.ports['receiver']}/healthz"
         self.wait("the receiver to listen", lambda: (None, None if http_get(health)[0] == 200 else "not 200"))
         self.ok(f"sample receiver on {self.receiver_url}, verifying with the key from the Secret")
+
+    def _delivery_serves(self) -> Optional[str]:
+        """None when every ready delivery pod lists the endpoint in /v1/endpoints."""
+        ns = self.cfg.namespace
+        pods = [p for p in self.delivery_pods() if incluster.is_ready(p)]
+        if not pods:
+            return "no ready delivery pod"
+        for pod in pods:
+            answer = self.pod_get(self.cfg.operator_namespace, pod["metadata"]["name"], "/v1/endpoints")
+            try:
+                listed = [(e.get("namespace"), e.get("name")) for e in json.loads(answer)]
+            except (ValueError, AttributeError, TypeError):
+                return f"pod {pod['metadata']['name']} answered /v1/endpoints with {answer.strip()[:200]!r}"
+            if (ns, ENDPOINT) not in listed:
+                return f"pod {pod['metadata']['name']} lists {listed}"
+        return None
 
     # 6
     def step_deliver(self) -> None:
@@ -1075,14 +1365,19 @@ class Run:
         if not again["duplicate"]:
             fail(f"publishing event {first.id} a second time was not reported as a duplicate by JetStream: {again}")
         second = self.publish("order.paid", {"order": 2, "amount": 990})
-        invoice = self.publish("invoice.created", {"invoice": "INV-1"})
+        if self.installer:
+            invoice = self.publish_ingest("invoice.created", {"invoice": "INV-1"})
+            self.ok(f"the controller's admin ingest (POST /v1/events through the API server's service proxy) "
+                    f"accepted invoice.created as {invoice.id}")
+        else:
+            invoice = self.publish("invoice.created", {"invoice": "INV-1"})
         self.publish("order.shipped", {"order": 1})
         self.info(f"published {first.id} (twice), {second.id}, {invoice.id} and an order.shipped nobody subscribed to")
         self.expect_delivered([first, second, invoice])
         self.expect_silence([], exact=[first, second, invoice])
         if self.verified_count() != 3:
             fail(f"the receiver logged {self.verified_count()} verified deliveries, expected 3: "
-                 f"{read_deliveries(self.deliveries)}")
+                 f"{self.received()}")
         self.ok("each event delivered exactly once (the repeated Nats-Msg-Id was not delivered again)")
         self.wait_unrouted(unrouted + 1)
         self.ok("router counted order.shipped as unrouted")
@@ -1181,9 +1476,10 @@ class Run:
         self.expect_delivered([held])
         self.ok(f"the held event {held.id} was retried and delivered after the fix")
 
-        # Every 2xx the endpoint answered is one verified line in the receiver's log (it answers 400
-        # otherwise), so that count is what status.delivered must reach (the status may lag by 10 s).
-        want = self.verified_count()
+        # Every 2xx the receiver answered is one line in its log (the sample receiver answers 400 to a
+        # bad signature, the in-cluster one 204 to everything): what status.delivered must reach (the
+        # status may lag by 10 s).
+        want = self.accepted_count()
 
         def recovered():
             obj = self.endpoint()
@@ -1230,16 +1526,17 @@ class Run:
                   lambda: (None, f"consumer {consumer} still exists on {JOBS_STREAM}"
                            if nats_consumer_exists(self.nats_url, JOBS_STREAM, consumer) else None))
         self.ok(f"JetStream consumer {consumer} removed (queued jobs discarded)")
-        url = f"http://127.0.0.1:{self.ports['deliver']}/v1/endpoints"
+        if not self.installer:  # in the cluster, the delivery pods go with their Deployment (below)
+            url = f"http://127.0.0.1:{self.ports['deliver']}/v1/endpoints"
 
-        def dropped():
-            status, body = http_get(url)
-            if status != 200:
-                return None, f"GET {url}: {status}"
-            names = [(e.get("namespace"), e.get("name")) for e in json.loads(body)]
-            return None, f"the delivery process still lists {names}" if (ns, ENDPOINT) in names else None
-        self.wait("the delivery process to drop the endpoint", dropped)
-        self.ok("the delivery process no longer serves the endpoint")
+            def dropped():
+                status, body = http_get(url)
+                if status != 200:
+                    return None, f"GET {url}: {status}"
+                names = [(e.get("namespace"), e.get("name")) for e in json.loads(body)]
+                return None, f"the delivery process still lists {names}" if (ns, ENDPOINT) in names else None
+            self.wait("the delivery process to drop the endpoint", dropped)
+            self.ok("the delivery process no longer serves the endpoint")
 
         self.wait_ready_condition(SUBSCRIPTIONS, AGAIN_SUBSCRIPTION, "False", "EndpointNotFound")
         self.ok(f"{AGAIN_SUBSCRIPTION}: Ready=False/EndpointNotFound once its endpoint is gone")
@@ -1253,6 +1550,12 @@ class Run:
             return objects, f"still present: {left}" if left else None
         self.wait("the delivery workload to be removed", removed)
         self.ok(f"delivery workload removed ({opns}/{workload_name(ns)}, {ns}/{TENANT_ROLE})")
+        if self.installer:
+            def pods_gone():
+                pods = [p["metadata"]["name"] for p in self.delivery_pods()]
+                return None, f"still there: {pods}" if pods else None
+            self.wait("the tenant's delivery pods to go", pods_gone)
+            self.ok("the tenant's delivery pods are gone")
 
         try:
             wait_until("the garbage collector", lambda: (None, None if self._secret_gone(ns, secret_uid)
@@ -1342,22 +1645,55 @@ class Run:
         self.published[event.id] = event
         return event
 
+    def publish_ingest(self, event_type: str, body: dict) -> Event:
+        """POST /v1/events/<ns>/<type> to the controller's admin server through the API server's
+        service proxy (no way to set idempotency-key there: the ingest picks the id)."""
+        ns, opns = self.cfg.namespace, self.cfg.operator_namespace
+        payload = json.dumps(dict(body, run=self.cfg.run_id)).encode()
+        body_file = self.workdir / "ingest-body.json"
+        body_file.write_bytes(payload)
+        path = (f"/api/v1/namespaces/{opns}/services/{self.names['admin']}:{incluster.ADMIN_PORT_NAME}"
+                f"/proxy/v1/events/{ns}/{event_type}")
+        answer = self.kubectl.create_raw(path, body_file)
+        try:
+            accepted = json.loads(answer)
+        except ValueError:
+            accepted = None
+        if not isinstance(accepted, dict) or not accepted.get("id") or accepted.get("duplicate") is not False:
+            fail(f"POST {path} answered {answer.strip()[:300]!r}, expected {{\"id\": ..., \"duplicate\": false}}")
+        event = Event(id=accepted["id"], type=event_type, payload=payload)
+        self.published[event.id] = event
+        return event
+
+    def received(self) -> list[dict]:
+        """What the receiver got: the sample receiver's file, or the in-cluster receiver's log, verified here."""
+        if self.installer is None:
+            return read_deliveries(self.deliveries)
+        text = self.kubectl.logs(self.cfg.namespace, f"deployment/{incluster.RECEIVER_NAME}")
+        return incluster.deliveries_from_log(text, self.webhook)
+
     def read_ids(self) -> set:
-        return {d.get("id") for d in read_deliveries(self.deliveries)}
+        return {d.get("id") for d in self.received()}
 
     def verified_count(self) -> int:
-        return sum(1 for d in read_deliveries(self.deliveries) if d.get("verified"))
+        return sum(1 for d in self.received() if d.get("verified"))
+
+    def accepted_count(self) -> int:
+        """Deliveries the receiver answered 2xx: the sample receiver refuses bad signatures (400), the
+        in-cluster receiver answers 204 to everything."""
+        deliveries = self.received()
+        return len(deliveries) if self.installer else sum(1 for d in deliveries if d.get("verified"))
 
     def expect_delivered(self, events: list[Event]) -> None:
         ids = {e.id for e in events}
 
         def probe():
-            got = {d.get("id") for d in read_deliveries(self.deliveries)}
+            got = {d.get("id") for d in self.received()}
             missing = sorted(ids - got)
             return None, f"not yet received: {missing} (received so far: {sorted(got)})" if missing else None
         self.wait(f"the receiver to get {sorted(ids)}", probe, self.cfg.delivery_timeout, interval=0.5)
         for event in events:
-            for delivery in [d for d in read_deliveries(self.deliveries) if d.get("id") == event.id]:
+            for delivery in [d for d in self.received() if d.get("id") == event.id]:
                 if not delivery.get("verified"):
                     fail(f"the receiver could not verify the signature of {event.id} with the key from the "
                          f"Secret: {delivery.get('reason')}")
@@ -1374,7 +1710,7 @@ class Run:
         """After the quiet period, none of `events` arrived, and each of `exact` arrived exactly once."""
         time.sleep(self.cfg.quiet)
         self.procs.check_alive()
-        deliveries = read_deliveries(self.deliveries)
+        deliveries = self.received()
         arrived = [d.get("id") for d in deliveries]
         unexpected = sorted({e.id for e in events} & set(arrived))
         if unexpected:
@@ -1384,6 +1720,15 @@ class Run:
                 fail(f"{event.id} was delivered {arrived.count(event.id)} times, expected once")
 
     def unrouted(self) -> float:
+        if self.installer:  # summed over the router pods, through the API server's pod proxy
+            opns = self.cfg.operator_namespace
+            router = self.kubectl.get("deployments.apps", self.names["router"], opns)
+            pods = [p for p in self.kubectl.items("pods", opns, incluster.selector(router or {}))
+                    if (p.get("status") or {}).get("phase") == "Running"]
+            if not pods:
+                raise TransientError(f"no running router pod in {opns}")
+            return sum(metric_value(self.pod_get(opns, p["metadata"]["name"], "/metrics"), UNROUTED_METRIC,
+                                    {"tenant": self.cfg.namespace}) for p in pods)
         status, text = http_get(f"http://127.0.0.1:{self.ports['router']}/metrics")
         if status != 200:
             raise TransientError(f"router /metrics answered {status}")
@@ -1422,9 +1767,51 @@ class Run:
                 print(f"events in {self.cfg.namespace}:\n{events}", file=sys.stderr)
             except (TransientError, E2EFailure) as error:
                 print(f"(could not read the test namespace: {error})", file=sys.stderr)
+        if self.installer and self.created_namespaces:
+            self.diagnose_cluster()
         for name, log in self.procs.logs():
             print(f"\n--- last lines of {name} ({log}) ---\n{tail(log, 8 if name == 'nats' else 40)}", file=sys.stderr)
         sys.stderr.flush()
+
+    def diagnose_cluster(self) -> None:
+        """Pod states, the operator namespace's events and the last log lines of every pod of the run."""
+        ns, opns = self.cfg.namespace, self.cfg.operator_namespace
+        for namespace in (opns, ns):
+            try:
+                print(f"\npods in {namespace}: {incluster.pods_summary(self.kubectl.items('pods', namespace))}",
+                      file=sys.stderr)
+            except (TransientError, E2EFailure) as error:
+                print(f"(could not list the pods of {namespace}: {error})", file=sys.stderr)
+        try:
+            events = self.kubectl.run("get", "events", "-n", opns, "--sort-by=.lastTimestamp")
+            print(f"events in {opns}:\n{events}", file=sys.stderr)
+        except (TransientError, E2EFailure) as error:
+            print(f"(could not read the events of {opns}: {error})", file=sys.stderr)
+        targets = [(opns, f"pod/{self.leader_pod}" if self.leader_pod
+                    else f"deployment/{self.names.get('controller', 'none')}"),
+                   (opns, f"deployment/{self.names.get('router', 'none')}"),
+                   (opns, f"deployment/{workload_name(ns)}"), (ns, f"deployment/{incluster.RECEIVER_NAME}")]
+        if not self.cfg.nats_url:
+            targets.append((opns, f"deployment/{incluster.NATS_NAME}"))
+        for namespace, target in targets:
+            try:
+                text = self.kubectl.logs(namespace, target, tail=40)
+                lines = "\n".join("      " + line for line in text.splitlines()) or "      (empty)"
+                print(f"\n--- last lines of {namespace}/{target} ---\n{lines}", file=sys.stderr)
+            except (TransientError, E2EFailure) as error:
+                print(f"(no logs of {namespace}/{target}: {str(error)[:200]})", file=sys.stderr)
+
+    def uninstall(self) -> None:
+        """`helm uninstall` (or kubectl delete of what kustomize rendered), and anything cluster-scoped left."""
+        try:
+            self.installer.uninstall(self.kubectl, self.kubeconfig, min(self.cfg.rollout_timeout, 120))
+            self.info(f"removed the install ({self.installer.title}, {self.cfg.release})")
+        except (incluster.InstallError, E2EFailure, TransientError) as error:
+            self.info(f"warning: removing the install: {error}")
+        try:
+            self.delete_release_leftovers(self.cfg.release)
+        except (E2EFailure, TransientError) as error:
+            self.info(f"warning: could not delete the cluster-scoped objects of {self.cfg.release}: {error}")
 
     def cleanup(self, passed: bool) -> None:
         print(color("1", "\n==> Cleanup"), flush=True)
@@ -1442,8 +1829,12 @@ class Run:
                 except (E2EFailure, TransientError) as error:
                     self.info(f"warning: {error}")
         finally:
-            self.procs.stop_all()
-            self.info("stopped the local processes")
+            try:
+                if self.installer and self.installed_operator:
+                    self.uninstall()
+            finally:
+                self.procs.stop_all()
+                self.info("stopped the local processes")
         if ns in self.created_namespaces:
             for resource in (SUBSCRIPTIONS, ENDPOINTS):
                 try:
@@ -1517,18 +1908,22 @@ def dry_run(cfg: Config) -> int:
     print("webhook-operator e2e: dry run (nothing is started, the cluster is not contacted)\n")
     print(f"  KUBECONFIG          {os.environ.get('KUBECONFIG', '(unset: ~/.kube/config)')}")
     print(f"  context             {cfg.context or '(current context)'}")
-    print(f"  mode                {'local workloads' if cfg.local_workloads else 'in-cluster (not available)'}")
+    print(f"  mode                {mode_title(cfg)}")
     print(f"  namespaces          {cfg.namespace} (tenant), {cfg.operator_namespace} (operator)")
     print(f"  timeouts            objects {cfg.timeout:g}s, delivery {cfg.delivery_timeout:g}s, "
-          f"status {cfg.status_timeout:g}s, quiet {cfg.quiet:g}s, route settle {cfg.route_settle:g}s")
+          f"status {cfg.status_timeout:g}s, quiet {cfg.quiet:g}s, route settle {cfg.route_settle:g}s"
+          + (f", rollouts {cfg.rollout_timeout:g}s" if cfg.in_cluster else ""))
     problem = mode_problem(cfg)
+    image = cfg.image
+    if cfg.in_cluster:
+        if incluster.image_problem(cfg.image):
+            image = "webhook-operator:e2e-dry-run"
+        print(f"  image               {cfg.image or '(unset)'}"
+              + (f" (rendering with {image} instead)" if image != cfg.image else ""))
+        print(f"  NATS for pods       {cfg.pod_nats_url}" + ("" if cfg.nats_url else " (deployed by the run)"))
+        print(f"  release             {cfg.release}")
     if problem:
         print(f"\n  note: a real run would stop at once: {problem}")
-    for index, (title, lines) in enumerate(plan(cfg, {"binary": binary}), 1):
-        print(f"\n[{index}] {title}")
-        for line in lines:
-            print(f"    - {line}")
-    print("\nOffline checks:")
     problems = []
 
     def check(name: str, problem: Optional[str]) -> None:
@@ -1536,7 +1931,25 @@ def dry_run(cfg: Config) -> int:
         if problem is not None:
             problems.append(problem)
 
-    check("kubectl on PATH", None if shutil.which(cfg.kubectl) else f"{cfg.kubectl!r} not found")
+    if cfg.in_cluster and cfg.install not in ("helm", "kustomize"):
+        return 1
+    with tempfile.TemporaryDirectory(prefix="webhook-operator-e2e-dry.") as work:
+        installer = make_installer(cfg, Path(work), image) if cfg.in_cluster else None
+        for index, (title, lines) in enumerate(plan(cfg, {"binary": binary, "installer": installer}), 1):
+            print(f"\n[{index}] {title}")
+            for line in lines:
+                print(f"    - {line}")
+        print("\nOffline checks:")
+        check("kubectl on PATH", None if shutil.which(cfg.kubectl) else f"{cfg.kubectl!r} not found")
+        if installer is not None:
+            dry_run_cluster(cfg, installer, image, check)
+        else:
+            dry_run_local(cfg, binary, check)
+    print(f"\n{len(problems)} problem(s)" if problems else "\nall offline checks passed")
+    return 1 if problems else 0
+
+
+def dry_run_local(cfg: Config, binary: Path, check: Callable[[str, Optional[str]], None]) -> None:
     check("nats-server", None if os.access(cfg.nats_server, os.X_OK) else f"{cfg.nats_server} missing (make tools)")
     for module, loader in (("nats-py", _import_nats), ("standardwebhooks", import_standardwebhooks)):
         try:
@@ -1552,8 +1965,44 @@ def dry_run(cfg: Config) -> int:
         check(f"{binary} accepts the flags used", "; ".join(issues) if issues else None)
     else:
         print(f"    skip  {binary} not built (a real run builds it)")
-    print(f"\n{len(problems)} problem(s)" if problems else "\nall offline checks passed")
-    return 1 if problems else 0
+
+
+def dry_run_cluster(cfg: Config, installer: "incluster.Installer", image: str,
+                    check: Callable[[str, Optional[str]], None]) -> None:
+    """Renders what the run would deploy and checks it, without a cluster."""
+    for module, loader in (("nats-py", _import_nats), ("standardwebhooks", import_standardwebhooks),
+                           ("pyyaml", lambda: import_tool(("yaml",), "pyyaml"))):
+        try:
+            loader()
+            check(module, None)
+        except E2EFailure as error:
+            check(module, str(error))
+    what, problem = installer.tool()
+    check(what, problem)
+    check("e2e/receiver.py compiles and needs only the standard library",
+          incluster.script_problem(incluster.receiver_script()))
+    crd_path = Path(installer.crds()[1])
+    check(f"CRDs at {crd_path.relative_to(ROOT)}", None if crd_path.exists() else "missing")
+    labels = {RUN_LABEL: cfg.run_id}
+    helpers = incluster.receiver_manifests(cfg.namespace, labels, incluster.receiver_script(), cfg.receiver_image)
+    if not cfg.nats_url:
+        helpers += incluster.nats_manifests(cfg.operator_namespace, labels, cfg.nats_image)
+    unpinned = [c["image"] for o in helpers if o["kind"] == "Deployment"
+                for c in o["spec"]["template"]["spec"]["containers"]
+                if incluster.image_problem(c["image"]) is not None]
+    check("NATS and receiver images pinned (REPOSITORY:TAG, not latest)",
+          f"unpinned: {unpinned}" if unpinned else None)
+    if problem is not None:
+        print(f"    skip  rendering the install ({what} unavailable)")
+        return
+    try:
+        objects = installer.render()
+    except (incluster.InstallError, OSError, ImportError) as error:
+        check(f"render the install ({installer.title})", str(error))
+        return
+    issues = incluster.install_problems(objects, cfg.operator_namespace, cfg.release, image, cfg.pod_nats_url)
+    check(f"{installer.title} renders {incluster.describe_objects(objects)} as the run expects",
+          "; ".join(issues) if issues else None)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -1573,7 +2022,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if problem:
         print(f"e2e: {problem}", file=sys.stderr)
         return 2
-    print(f"webhook-operator e2e (local workloads): run {cfg.run_id}, namespaces {cfg.namespace} and "
+    print(f"webhook-operator e2e ({mode_title(cfg)}): run {cfg.run_id}, namespaces {cfg.namespace} and "
           f"{cfg.operator_namespace}")
     return Run(cfg).execute()
 

@@ -5,28 +5,56 @@ processes and HTTP replaced by an in-memory World that behaves as the operator's
 (finalizers, the signing Secret, conditions, status counters, routes, workload, deliveries).
 It proves the steps, waits and clean-up run without errors in the intended order, pass on a
 conforming operator, and fail with a precise message (and still clean up) on a deviating one.
-It says nothing about the real operator: that is what `make e2e` against a cluster is for.
+Both modes: local workloads, and in-cluster (E2E_INSTALL=helm through the Helm SDK, and
+kustomize), where the World takes the rendered install (the real chart and kustomize bases),
+runs the operator once its controller Deployment exists, and plays the receiver's log with
+real Standard Webhooks signatures. It says nothing about the real operator or a real cluster:
+that is what `make e2e` against a cluster is for.
 
     python3 -m unittest e2e/test_flow.py      (from the repository root, or discover -s e2e)
 """
 
 import base64
 import io
+import itertools
 import json
 import sys
+import time
 import unittest
 from contextlib import redirect_stderr, redirect_stdout
+from datetime import datetime, timezone
 from pathlib import Path
 from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import incluster  # noqa: E402
 import run  # noqa: E402
 
 EP, SUB = run.ENDPOINTS, run.SUBSCRIPTIONS
 CANONICAL = {"namespace": "namespaces", "namespaces": "namespaces", "crd": "crd", "secret": "secrets",
              EP: EP, SUB: SUB, "deployments.apps": "deployments", "serviceaccounts": "serviceaccounts",
              "roles.rbac.authorization.k8s.io": "roles", "rolebindings.rbac.authorization.k8s.io": "rolebindings",
-             "leases.coordination.k8s.io": "leases", "events.events.k8s.io": "events"}
+             "clusterroles.rbac.authorization.k8s.io": "clusterroles",
+             "clusterrolebindings.rbac.authorization.k8s.io": "clusterrolebindings",
+             "leases.coordination.k8s.io": "leases", "events.events.k8s.io": "events", "pods": "pods"}
+KIND_RESOURCE = {"Namespace": "namespaces", "WebhookEndpoint": EP, "EventSubscription": SUB,
+                 "Deployment": "deployments", "Service": "services", "ConfigMap": "configmaps",
+                 "ServiceAccount": "serviceaccounts", "Role": "roles", "RoleBinding": "rolebindings",
+                 "ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings",
+                 "PodDisruptionBudget": "poddisruptionbudgets"}
+KEY = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+OTHER_KEY = "whsec_" + base64.b64encode(b"another key, not the Secret's one").decode()
+IMAGE = "registry.local/webhook-operator:e2e"
+
+
+def selected(obj, selector):
+    """kubectl -l: comma-separated `key` (present) or `key=value` terms."""
+    labels = obj["metadata"].get("labels") or {}
+    for term in filter(None, (selector or "").split(",")):
+        key, _, value = term.partition("=")
+        if key not in labels or ("=" in term and labels[key] != value):
+            return False
+    return True
 
 
 def matches(pattern: str, event_type: str) -> bool:
@@ -42,10 +70,17 @@ def matches(pattern: str, event_type: str) -> bool:
 class World:
     """The cluster plus an idealised operator; `quirks` switch off parts of the contract."""
 
-    def __init__(self, deliveries: Path, quirks=()):
+    def __init__(self, deliveries: Path, quirks=(), cluster=False):
         self.objects = {}  # (resource, namespace, name) -> object
         self.deliveries = deliveries
         self.quirks = set(quirks)
+        self.cluster = cluster
+        self.deliver_replicas = 0
+        self.deliver_image = None
+        self.nats_url = None
+        self.releases = {}  # helm release -> its objects
+        self.receiver_log = []
+        self.ingested = itertools.count(1)
         self.uid = 0
         self.seen_ids = set()
         self.unrouted = {}
@@ -74,14 +109,20 @@ class World:
             return ""
         if a[0] == "version":
             return json.dumps({"serverVersion": {"gitVersion": "v1.31.0-fake"}})
+        if a[:2] == ["get", "--raw"]:
+            return self.proxy_get(a[2])
+        if a[:2] == ["create", "--raw"]:
+            return self.ingest(a[2], Path(a[a.index("-f") + 1]).read_bytes())
+        if a[0] == "logs":
+            return "\n".join(self.receiver_log) + "\n" if a[1] == f"deployment/{incluster.RECEIVER_NAME}" else ""
         if a[0] in ("apply", "create"):
-            if input is None:  # apply -f crds/
+            if input is None:  # apply -f crds/, -f charts/webhook-operator/crds, -k config/crd
                 for name in run.CRDS:
                     self.put("crd", None, {"metadata": {"name": name}})
                 return ""
             obj = json.loads(input)
-            resource = {"Namespace": "namespaces", "WebhookEndpoint": EP, "EventSubscription": SUB}[obj["kind"]]
-            self.apply(resource, obj["metadata"].get("namespace"), obj)
+            for item in obj["items"] if obj["kind"] == "List" else [obj]:
+                self.apply(KIND_RESOURCE[item["kind"]], item["metadata"].get("namespace"), item)
             return ""
         if a[0] == "patch":
             resource, name = CANONICAL[a[1]], a[2]
@@ -89,6 +130,17 @@ class World:
             self.patch(resource, ns, name, patch)
             return ""
         if a[0] == "delete":
+            if a[1] == "-f":  # kubectl delete -f - (what kustomize rendered)
+                for item in json.loads(input)["items"]:
+                    meta = item["metadata"]
+                    self.delete(KIND_RESOURCE[item["kind"]], meta.get("namespace"), meta["name"])
+                return ""
+            if "-l" in a:
+                label = a[a.index("-l") + 1]
+                for resource in (CANONICAL[r] for r in a[1].split(",")):
+                    for key in [k for k, o in self.objects.items() if k[0] == resource and selected(o, label)]:
+                        self.delete(*key)
+                return ""
             resource = CANONICAL[a[1]]
             names = [x for x in a[2:] if not x.startswith("--")]
             if "--all" in a:
@@ -105,10 +157,13 @@ class World:
             if a[2] != "-o":  # one object
                 obj = self.get(resource, ns, a[2])
                 return json.dumps(obj) if obj else ""
-            items = [self.view(k) for k in sorted(self.objects) if k[0] == resource and ("-A" in a or k[1] == ns)]
+            if resource == "pods":
+                items = self.pods(ns)
+            else:
+                items = [self.view(k) for k in sorted(self.objects) if k[0] == resource and ("-A" in a or k[1] == ns)]
             if "-l" in a:
                 label = a[a.index("-l") + 1]
-                items = [o for o in items if label in (o["metadata"].get("labels") or {})]
+                items = [o for o in items if selected(o, label)]
             if resource in (EP, SUB) and not self.get("crd", None, resource):
                 raise run.KubectlError(list(args), 1, f'the server doesn\'t have a resource type "{a[1]}"')
             return json.dumps({"items": items})
@@ -141,7 +196,106 @@ class World:
                 "reason": health, "message": "", "observedGeneration": obj["metadata"]["generation"]})
         if key[0] == "leases" and self.leader:
             obj["spec"] = {"holderIdentity": self.leader}
+        if key[0] == "deployments":
+            replicas = obj["spec"].get("replicas", 1)
+            ready = 0 if self.stuck(obj) else replicas
+            obj["status"] = {"observedGeneration": obj["metadata"].get("generation", 0), "replicas": replicas,
+                             "readyReplicas": ready, "updatedReplicas": replicas}
         return obj
+
+    # -- pods, as the Deployments the World holds would have them --
+
+    def stuck(self, deployment):
+        """Quirks that keep pods from becoming ready."""
+        containers = deployment["spec"]["template"]["spec"].get("containers") or [{}]
+        if "image-pull" in self.quirks and containers[0].get("image") == IMAGE:
+            return "ImagePullBackOff"
+        if "deliver-crashloop" in self.quirks and deployment["metadata"]["name"].startswith("webhook-deliver-"):
+            return "CrashLoopBackOff"
+        return None
+
+    def pods(self, ns):
+        pods = []
+        for key in sorted(k for k in self.objects if k[0] == "deployments" and k[1] == ns):
+            deployment = self.objects[key]
+            template = deployment["spec"]["template"]
+            reason = self.stuck(deployment)
+            for i in range(deployment["spec"].get("replicas", 1)):
+                container = template["spec"]["containers"][0]
+                status = {"name": container.get("name", "c"), "image": container.get("image"),
+                          "restartCount": 4 if reason == "CrashLoopBackOff" else 0, "state": {}}
+                if reason:
+                    status["state"] = {"waiting": {"reason": reason, "message": "back-off"}}
+                pods.append({"metadata": {"name": f"{key[2]}-{i}", "namespace": ns,
+                                          "labels": dict(template["metadata"]["labels"])},
+                             "status": {"phase": "Pending" if reason == "ImagePullBackOff" else "Running",
+                                        "conditions": [{"type": "Ready", "status": "False" if reason else "True"}],
+                                        "containerStatuses": [status]}})
+        return pods
+
+    # -- the API server's proxies --
+
+    def proxy_get(self, path):
+        parts = path.split("/")  # /api/v1/namespaces/NS/pods/NAME:PORT/proxy/...
+        assert parts[:4] == ["", "api", "v1", "namespaces"] and parts[5] == "pods" and parts[7] == "proxy", path
+        pod, _, port = parts[6].partition(":")
+        assert port == str(incluster.ADMIN_PORT), path
+        if pod not in [p["metadata"]["name"] for p in self.pods(parts[4])]:
+            raise run.KubectlError(["get", "--raw", path], 1, f'pods "{pod}" not found')
+        rest = "/" + "/".join(parts[8:])
+        if rest == "/metrics":  # every count on the first router pod: the run must sum over the pods
+            status, text = self.http_get("/metrics")
+            return text if pod.endswith("-0") else "# EOF\n"
+        if rest == "/v1/endpoints":
+            return self.http_get("/v1/endpoints")[1]
+        raise AssertionError(f"unexpected proxy path {path}")
+
+    def ingest(self, path, payload):
+        parts = path.split("/")  # /api/v1/namespaces/NS/services/SVC:admin/proxy/v1/events/TENANT/TYPE
+        assert parts[5] == "services" and parts[6].endswith(":admin") and parts[7:10] == ["proxy", "v1", "events"]
+        if "ingest-down" in self.quirks:
+            raise run.KubectlError(["create", "--raw", path], 1,
+                                   "Error from server (ServiceUnavailable): the server is currently unable to "
+                                   "handle the request")
+        assert (parts[4], parts[6][:-len(":admin")]) in [(k[1], k[2]) for k in self.objects if k[0] == "services"]
+        event_id = f"msg_{next(self.ingested):04d}"
+        return json.dumps(self.publish(None, parts[10], parts[11], payload, event_id) | {"id": event_id})
+
+    # -- installs --
+
+    def helm_install(self, release, values, namespace):
+        import helm_python
+        with helm_python.Chart.load(incluster.CHART) as chart:
+            rendered = chart.render(values, name=release, namespace=namespace, is_install=True)
+        objects = [o for path, text in rendered.items() if not path.endswith("NOTES.txt")
+                   for o in incluster.parse_documents(text)]
+        self.releases[release] = objects
+        for obj in objects:
+            self.apply(KIND_RESOURCE[obj["kind"]], obj["metadata"].get("namespace"), obj)
+
+    def helm_uninstall(self, release):
+        for obj in self.releases.pop(release, []):
+            self.delete(KIND_RESOURCE[obj["kind"]], obj["metadata"].get("namespace"), obj["metadata"]["name"])
+
+    def sync_operator(self):
+        """In-cluster: the operator runs while its controller Deployment exists and its pods can start."""
+        if not self.cluster:
+            return
+        controllers = [(k, o) for k, o in self.objects.items() if k[0] == "deployments" and k[2].endswith("-controller")
+                       and (o["spec"]["template"]["spec"]["containers"][0].get("args") or [""])[0] == "controller"]
+        if not controllers or self.stuck(controllers[0][1]):
+            self.leader = None
+            return
+        (_, opns, name), deployment = controllers[0]
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        self.leader, self.opns = f"{name}-0", opns
+        self.nats_url = incluster.setting(container, "--deliver-nats-url", "DELIVER_NATS_URL")
+        self.deliver_replicas = int(incluster.setting(container, "--deliver-replicas", "DELIVER_REPLICAS"))
+        self.deliver_image = incluster.setting(container, "--deliver-image", "DELIVER_IMAGE")
+        if "wrong-deliver-image" in self.quirks:
+            self.deliver_image = "ghcr.io/webhook-operator/webhook-operator:latest"
+        if ("leases", opns, run.LEASE) not in self.objects:
+            self.put("leases", opns, {"metadata": {"name": run.LEASE}})
 
     def put(self, resource, ns, obj):
         self.uid += 1
@@ -158,6 +312,7 @@ class World:
                 current["metadata"]["generation"] += 1
         else:
             self.put(resource, ns, obj)
+        self.sync_operator()
         self.reconcile(ns)
 
     def patch(self, resource, ns, name, patch):
@@ -183,6 +338,7 @@ class World:
             obj["metadata"]["deletionTimestamp"] = "now"
             return
         del self.objects[key]
+        self.sync_operator()
         if resource == "namespaces":
             for k in [k for k in self.objects if k[1] == name]:
                 if not self.objects[k]["metadata"].get("finalizers"):
@@ -212,7 +368,7 @@ class World:
             ep["metadata"]["finalizers"] = [run.FINALIZER]
             secret = f"{name}-signing"
             if ("secrets", ns, secret) not in self.objects and "no-secret" not in self.quirks:
-                key = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+                key = KEY
                 self.put("secrets", ns, {"metadata": {"name": secret, "namespace": ns, "ownerReferences": [{
                     "kind": "WebhookEndpoint", "name": name, "uid": ep["metadata"]["uid"], "controller": True}]},
                     "data": {"secret": base64.b64encode(key.encode()).decode()}})
@@ -230,9 +386,12 @@ class World:
             def meta(n, where):
                 return {"name": n, "namespace": where, "labels": dict(labels)}
             self.objects[("deployments", self.opns, name)] = {"metadata": meta(name, self.opns), "spec": {
-                "replicas": 0, "template": {"spec": {"serviceAccountName": name, "containers": [{
-                    "args": ["deliver", "--tenant", ns, "--allow-private-networks"],
-                    "env": [{"name": "NATS_URL", "value": self.nats_url}]}]}}}}
+                "replicas": self.deliver_replicas, "selector": {"matchLabels": dict(labels)},
+                "template": {"metadata": {"labels": dict(labels)}, "spec": {
+                    "serviceAccountName": name, "containers": [{
+                        "name": "deliver", "image": self.deliver_image,
+                        "args": ["deliver", "--tenant", ns, "--allow-private-networks"],
+                        "env": [{"name": "NATS_URL", "value": self.nats_url}]}]}}}}
             self.objects[("serviceaccounts", self.opns, name)] = {"metadata": meta(name, self.opns)}
             self.objects[("roles", ns, run.TENANT_ROLE)] = {"metadata": meta(run.TENANT_ROLE, ns), "rules": [
                 {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]}]}
@@ -301,10 +460,19 @@ class World:
 
     def deliver(self, ns, name, event_id):
         event_type, payload = self.payloads[event_id]
-        with open(self.deliveries, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"id": event_id, "eventType": event_type, "path": f"/{ns}/{name}",
-                                "verified": "bad-signature" not in self.quirks, "reason": "",
-                                "body": payload.decode()}) + "\n")
+        if self.cluster:  # the in-cluster receiver logs what it got; the run verifies the signature
+            signer = run.import_standardwebhooks().Webhook(OTHER_KEY if "bad-signature" in self.quirks else KEY)
+            now = int(time.time())
+            signature = signer.sign(event_id, datetime.fromtimestamp(now, tz=timezone.utc), payload.decode())
+            self.receiver_log.append(json.dumps({
+                "kind": "delivery", "time": time.time(), "path": f"/{ns}/{name}", "body": payload.decode(),
+                "headers": {"webhook-id": event_id, "webhook-timestamp": str(now), "webhook-signature": signature,
+                            "webhook-event-type": event_type, "content-type": "application/json"}}))
+        else:
+            with open(self.deliveries, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"id": event_id, "eventType": event_type, "path": f"/{ns}/{name}",
+                                    "verified": "bad-signature" not in self.quirks, "reason": "",
+                                    "body": payload.decode()}) + "\n")
         c = self.counters(ns, name)
         self.stats[(ns, name)].update(delivered=c["delivered"] + 1, consecutiveFailures=0,
                                       lastSuccessTime="2025-01-01T00:00:00Z")
@@ -323,10 +491,13 @@ class FakeProcesses:
     def __init__(self, world):
         self.world = world
         self.running = []
+        self.argv = {}
 
     def start(self, name, argv, env):
         self.running.append(name)
+        self.argv[name] = argv
         if name == "controller":
+            self.world.deliver_replicas = int(argv[argv.index("--deliver-replicas") + 1])
             self.world.leader = argv[argv.index("--identity") + 1]
             self.world.opns = argv[argv.index("--namespace") + 1]
             self.world.nats_url = argv[argv.index("--nats-url") + 1]
@@ -346,37 +517,68 @@ class FakeProcesses:
         return []
 
 
-class FlowTest(unittest.TestCase):
-    def execute(self, quirks=(), env=None):
-        cfg = run.config_from_env(dict({"E2E_LOCAL_WORKLOADS": "1", "E2E_RUN_ID": "flow01", "E2E_BIN": sys.executable,
-                                        "E2E_TIMEOUT": "3", "E2E_STATUS_TIMEOUT": "3",
-                                        "E2E_DELIVERY_TIMEOUT": "3"}, **(env or {})))
-        r = run.Run(cfg)
-        world = World(r.deliveries, quirks)
-        r.procs = FakeProcesses(world)
+def execute(quirks=(), env=None, mode="local", run_id="flow01"):
+    """Run.execute() against a World; returns (exit code, stdout, stderr, world, run)."""
+    base = {"E2E_RUN_ID": run_id, "E2E_TIMEOUT": "3", "E2E_STATUS_TIMEOUT": "3", "E2E_DELIVERY_TIMEOUT": "3",
+            "E2E_ROLLOUT_TIMEOUT": "3"}
+    if mode == "local":
+        base.update(E2E_LOCAL_WORKLOADS="1", E2E_BIN=sys.executable)
+    else:
+        base.update(E2E_INSTALL=mode, E2E_IMAGE=IMAGE, E2E_HELM="sdk")
+    cfg = run.config_from_env(dict(base, **(env or {})))
+    r = run.Run(cfg)
+    world = World(r.deliveries, quirks, cluster=mode != "local")
+    r.procs = FakeProcesses(world)
+    if mode == "local":
         original_start = r.step_start
 
         def step_start():
             original_start()
             world.receiver_url = r.receiver_url
         r.step_start = step_start
-        out, err = io.StringIO(), io.StringIO()
-        with mock.patch.object(run.Kubectl, "run", lambda self, *a, input=None, timeout=90: world.kubectl(
-                *a, input=input)), \
-                mock.patch.object(run, "nats_publish", world.publish), \
-                mock.patch.object(run, "nats_routes", lambda url, ns: world.routes(ns)), \
-                mock.patch.object(run, "nats_consumer_exists",
-                                  lambda url, stream, name: any(run.delivery_consumer(k[1], k[2]) == name
-                                                                for k in world.objects if k[0] == EP)), \
-                mock.patch.object(run, "http_get", world.http_get), \
-                mock.patch.object(run, "port_problem", lambda port: None), \
-                mock.patch.object(run, "cli_problems", lambda binary: []), \
-                mock.patch.object(run.shutil, "which", lambda name: "/usr/bin/" + Path(name).name), \
-                mock.patch.object(run.os, "access", lambda path, mode: True), \
-                mock.patch.object(run.time, "sleep", lambda s: None), \
-                redirect_stdout(out), redirect_stderr(err):
-            code = r.execute()
-        return code, out.getvalue(), err.getvalue(), world, r
+    else:
+        original_start = r.step_start_cluster
+
+        def step_start_cluster():
+            world.receiver_url = None
+            original_start()
+            world.receiver_urls = {r.receiver_url}
+        r.step_start_cluster = step_start_cluster
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.object(run.Kubectl, "run", lambda self, *a, input=None, timeout=90: world.kubectl(
+            *a, input=input)), \
+            mock.patch.object(run, "nats_publish", world.publish), \
+            mock.patch.object(run, "nats_routes", lambda url, ns: world.routes(ns)), \
+            mock.patch.object(run, "nats_consumer_exists",
+                              lambda url, stream, name: any(run.delivery_consumer(k[1], k[2]) == name
+                                                            for k in world.objects if k[0] == EP)), \
+            mock.patch.object(run, "nats_jetstream", lambda url: {"streams": 0, "consumers": 0}), \
+            mock.patch.object(incluster, "sdk_install", lambda kubeconfig, chart, release, values, namespace,
+                              timeout: world.helm_install(release, values, namespace)), \
+            mock.patch.object(incluster, "sdk_uninstall", lambda kubeconfig, release, namespace,
+                              timeout: world.helm_uninstall(release)), \
+            mock.patch.object(run, "http_get", world.http_get), \
+            mock.patch.object(run, "port_problem", lambda port: None), \
+            mock.patch.object(run, "cli_problems", lambda binary: []), \
+            mock.patch.object(run.shutil, "which", lambda name: "/usr/bin/" + Path(name).name), \
+            mock.patch.object(run.os, "access", lambda path, mode: True), \
+            mock.patch.object(run.time, "sleep", lambda s: None), \
+            redirect_stdout(out), redirect_stderr(err):
+        code = r.execute()
+    return code, out.getvalue(), err.getvalue(), world, r
+
+
+def leftovers(world, run_id):
+    """Everything of a run still in the World: objects of its namespaces, the namespaces, cluster-scoped
+    objects of its install, CRDs."""
+    namespaces = (f"e2e-{run_id}", f"e2e-{run_id}-operator")
+    return [k for k, o in world.objects.items() if k[1] in namespaces or k[2] in namespaces or k[0] == "crd"
+            or (o["metadata"].get("labels") or {}).get(incluster.INSTANCE_LABEL) == f"e2e-{run_id}"]
+
+
+class FlowTest(unittest.TestCase):
+    def execute(self, quirks=(), env=None):
+        return execute(quirks, env)
 
     def test_a_conforming_operator_passes_every_step_and_leaves_nothing(self):
         code, out, err, world, r = self.execute()
@@ -384,9 +586,8 @@ class FlowTest(unittest.TestCase):
         self.assertIn("e2e passed", out)
         for index, (title, _) in enumerate(r.steps(), 1):
             self.assertIn(f"[{index}/11] {title}", out)
-        leftovers = [k for k in world.objects if k[1] in ("e2e-flow01", "e2e-flow01-operator") or k[2] in (
-            "e2e-flow01", "e2e-flow01-operator") or k[0] == "crd"]
-        self.assertEqual(leftovers, [], "namespaces, their objects and the CRDs this run installed are gone")
+        self.assertEqual(leftovers(world, "flow01"), [],
+                         "namespaces, their objects and the CRDs this run installed are gone")
         self.assertFalse(r.workdir.exists(), "the work folder goes after a pass")
         deleted = [a for a in world.log if a[0] == "delete"]
         self.assertTrue(any(a[1] == "crd" for a in deleted))
@@ -433,6 +634,103 @@ class FlowTest(unittest.TestCase):
     def test_g_stuck_finalizer_is_reported_and_stripped_at_cleanup(self):
         out, err = self.check_failure({"stuck-finalizer"}, r"to be gone: still there .*finalizers")
         self.assertIn("removed the finalizer", out)
+
+
+
+def _helm_sdk_present() -> bool:
+    try:
+        import helm_python  # noqa: F401
+        import yaml  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@unittest.skipUnless(_helm_sdk_present(), "needs helm-python-sdk and pyyaml (make tools)")
+class InClusterFlowTest(unittest.TestCase):
+    """E2E_INSTALL=helm (Helm SDK: the World installs what the real chart renders) and kustomize
+    (the real `kubectl kustomize` of config/, applied with kubectl)."""
+
+    def check_pass(self, mode, run_id):
+        code, out, err, world, r = execute(mode=mode, run_id=run_id)
+        self.assertEqual(code, 0, out + err)
+        self.assertIn("e2e passed", out)
+        for index, (title, _) in enumerate(r.steps(), 1):
+            self.assertIn(f"[{index}/11] {title}", out)
+        self.assertIn("Install NATS, the operator and a receiver", out)
+        self.assertEqual(leftovers(world, run_id), [], "namespaces, the install, its ClusterRole(Binding) and the "
+                                                       "CRDs this run installed are gone")
+        self.assertEqual(world.releases, {}, "the Helm release was uninstalled")
+        self.assertFalse(r.workdir.exists())
+        return out, world, r
+
+    def test_a_helm_install_passes_every_step_and_removes_everything(self):
+        out, world, r = self.check_pass("helm", "flow03")
+        for words in ("helm (Helm SDK) renders",
+                      "NATS ready in the cluster: nats://e2e-nats.e2e-flow03-operator.svc:4222",
+                      "controller pod e2e-flow03-webhook-operator-controller-0 holds Lease",
+                      "delivery Deployment webhook-deliver-e2e-flow03 ready (image "
+                      "registry.local/webhook-operator:e2e)",
+                      "the delivery pod lists e2e-flow03/orders in /v1/endpoints",
+                      "the controller's admin ingest (POST /v1/events through the API server's service proxy) accepted "
+                      "invoice.created as msg_0001", "the tenant's delivery pods are gone",
+                      "removed the install (helm (Helm SDK), e2e-flow03)"):
+            self.assertIn(words, out)
+        self.assertTrue(any(a[:3] == ("apply", "-f", str(incluster.CHART / "crds")) for a in world.log),
+                        "CRDs from the chart")
+        forward = r.procs.argv["port-forward"]
+        self.assertEqual(forward[1:5], ["port-forward", "-n", "e2e-flow03-operator", "svc/e2e-nats"])
+        self.assertTrue(forward[5].endswith(":4222") and forward[6:] == ["--address", "127.0.0.1"], forward)
+
+    def test_b_kustomize_install_passes_every_step_and_removes_everything(self):
+        out, world, r = self.check_pass("kustomize", "flow04")
+        self.assertIn("kustomize renders", out)
+        self.assertTrue(any(a[:3] == ("apply", "-k", str(incluster.CONFIG / "crd")) for a in world.log),
+                        "CRDs from config/crd")
+        self.assertTrue(any(a[:2] == ("delete", "-f") for a in world.log), "the rendered objects were deleted")
+
+    def test_c_an_existing_nats_is_used_and_not_deployed(self):
+        code, out, err, world, r = execute(mode="helm", run_id="flow05",
+                                           env={"E2E_NATS_URL": "nats://nats.messaging.svc:4222"})
+        self.assertEqual(code, 0, out + err)
+        self.assertNotIn(("deployments", "e2e-flow05-operator", incluster.NATS_NAME),
+                         [a for a in world.objects], "no NATS deployed")
+        self.assertIn("JetStream at nats://nats.messaging.svc:4222 answers", out)
+        self.assertEqual(world.nats_url, "nats://nats.messaging.svc:4222", "the operator was given that URL")
+
+    def check_failure(self, quirks, words, mode="helm", run_id="flow06"):
+        code, out, err, world, r = execute(quirks=quirks, mode=mode, run_id=run_id)
+        self.assertEqual(code, 1, out)
+        self.assertIn("e2e FAILED", err)
+        self.assertRegex(err, words)
+        self.assertIn("Cleanup", out)
+        self.assertEqual(leftovers(world, run_id), [], "everything removed after a failure too")
+        self.assertIn("--- diagnostics ---", err)
+        self.assertIn("pods in e2e-" + run_id + "-operator", err)
+        run.shutil.rmtree(r.workdir, ignore_errors=True)
+        return out, err
+
+    def test_d_an_image_the_cluster_cannot_pull(self):
+        self.check_failure({"image-pull"}, r"(?s)Deployment e2e-flow06-operator/e2e-flow06-webhook-operator-controller "
+                                           r"to be ready: 0/2 replicas ready.*ImagePullBackOff.*kind load docker-image "
+                                           r"registry.local/webhook-operator:e2e")
+
+    def test_e_bad_signatures_in_the_receivers_log(self):
+        self.check_failure({"bad-signature"}, r"could not verify the signature .* no matching v1 signature",
+                           mode="kustomize", run_id="flow07")
+
+    def test_f_delivery_pods_never_ready(self):
+        self.check_failure({"deliver-crashloop"}, r"(?s)webhook-deliver-e2e-flow08 to be ready: 0/1 replicas ready.*"
+                                                  r"CrashLoopBackOff.*restarted 4 times", run_id="flow08")
+
+    def test_g_the_delivery_image_is_not_the_operators(self):
+        self.check_failure({"wrong-deliver-image"}, r"runs image 'ghcr.io/webhook-operator/webhook-operator:latest', "
+                                                    r"expected 'registry.local/webhook-operator:e2e'", run_id="flow09")
+
+    def test_h_the_admin_ingest_is_unreachable(self):
+        self.check_failure({"ingest-down"}, r"kubectl create --raw /api/v1/namespaces/e2e-flow10-operator/services/"
+                                            r"e2e-flow10-webhook-operator-controller-metrics:admin/proxy/v1/events/"
+                                            r"e2e-flow10/invoice.created` failed .*ServiceUnavailable", run_id="flow10")
 
 
 if __name__ == "__main__":
