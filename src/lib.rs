@@ -6,6 +6,7 @@
 //! - [`controlplane`]: the Kubernetes operator (reconcilers, status, leader election).
 //! - [`local`]: the pipeline in one process, configured from manifest files.
 //! - [`roles`]: the in-cluster data-plane roles (`router`, `deliver`).
+//! - [`plugin`]: the kubectl plugin (`kubectl webhooks ...`), a client of the admin API.
 //! - [`admin`], [`cli`]: the edges.
 
 pub mod admin;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod model;
 pub mod nats;
 pub mod pipeline;
+pub mod plugin;
 pub mod resources;
 pub mod roles;
 pub mod telemetry;

@@ -1,9 +1,8 @@
-use clap::Parser;
-use webhook_operator::cli::{Cli, run};
+use webhook_operator::cli::{parse, run};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run(Cli::parse()).await {
+    match run(parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");

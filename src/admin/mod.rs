@@ -1,5 +1,7 @@
 //! The admin HTTP server: health, readiness, metrics, the endpoint listing and HTTP ingest.
 
+mod dashboard;
+
 use std::{net::SocketAddr, sync::Arc};
 
 use async_nats::jetstream;
@@ -88,6 +90,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/endpoints", get(list_endpoints))
         .route("/v1/events/{namespace}/{event_type}", post(ingest_event))
+        .merge(dashboard::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

@@ -21,7 +21,8 @@ TLS = {
     }
 }
 MONITORING = {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
-                          "prometheusRule": {"enabled": True, "alertLabels": {"team": "platform"}}}}
+                          "prometheusRule": {"enabled": True, "alertLabels": {"team": "platform"}},
+                          "grafanaDashboard": {"enabled": True}}}
 PRIVATE = {"allowPrivateNetworks": True, "allowCidrs": ["10.20.0.0/16", "192.168.1.7"]}
 NETWORK_POLICY = {"networkPolicy": {"enabled": True}, "allowCidrs": ["10.20.0.0/16", "fd00::1"]}
 SINGLE = {"controller": {"replicas": 1, "leaderElection": False}}
