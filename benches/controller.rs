@@ -106,6 +106,9 @@ impl RouteSink for NullSink {
     fn discard_endpoint(&self, _: EndpointKey) -> BoxFuture<'_, Result<(), Error>> {
         async { Ok(()) }.boxed()
     }
+    fn enable_endpoint(&self, _: EndpointKey) -> BoxFuture<'_, Result<bool, Error>> {
+        async { Ok(false) }.boxed()
+    }
 }
 
 fn settings() -> WorkloadSettings {
@@ -121,6 +124,8 @@ fn settings() -> WorkloadSettings {
         deliver_allow_private_networks: false,
         deliver_allow_cidrs: Vec::new(),
         deliver_log_format: "json".into(),
+        deliver_circuit_breaker_threshold: 10,
+        deliver_circuit_probe_interval: "30s".into(),
     }
 }
 

@@ -9,6 +9,8 @@
 #   /usr/bin/chromium      Debian's chromium (and a font), for the dashboard's browser test (make
 #                          dashboard-test), installed with apt-get when missing and we are root;
 #                          playwright-core (tests/dashboard, npm ci) drives it, no browser download
+#   .tools/bin/promtool    -> promtool from Debian's `prometheus` package, extracted (not installed)
+#                             into .tools/prometheus, so no prometheus service is set up or started
 # Python code uses them with PYTHONPATH=.tools/python.
 set -euo pipefail
 
@@ -65,9 +67,32 @@ if [[ ! -x /usr/bin/chromium ]]; then
              "apt-get): install Debian's chromium package for make dashboard-test" >&2
     fi
 fi
+# promtool (tests/metrics.rs lints /metrics with `promtool check metrics`).
+prom_dir="$TOOLS_DIR/prometheus"
+if [[ -x "$prom_dir/usr/bin/promtool" ]]; then
+    echo "tools: promtool already installed"
+else
+    command -v apt-get >/dev/null && command -v dpkg >/dev/null \
+        || { echo "tools: promtool needs apt-get and dpkg (Debian/Ubuntu package prometheus)" >&2; exit 1; }
+    echo "tools: extracting promtool from the Debian package prometheus into $prom_dir"
+    download="$(mktemp -d)"
+    trap 'rm -rf "$download"' EXIT
+    # apt-get download needs package lists; fetch them only when it fails without.
+    (cd "$download" && apt-get download -q prometheus 2>/dev/null) \
+        || { apt-get update -qq && (cd "$download" && apt-get download -q prometheus); }
+    rm -rf "$prom_dir.new"
+    dpkg -x "$download"/prometheus_*.deb "$prom_dir.new"
+    # Only promtool is used; the server binary and its service files are left out.
+    rm -rf "$prom_dir.new/usr/bin/prometheus" "$prom_dir.new/lib" "$prom_dir.new/etc" "$prom_dir.new/usr/share"
+    rm -rf "$prom_dir"
+    mv "$prom_dir.new" "$prom_dir"
+    [[ -x "$prom_dir/usr/bin/promtool" ]] || { echo "tools: no promtool in the prometheus package" >&2; exit 1; }
+fi
+ln -sfn ../prometheus/usr/bin/promtool "$bin_dir/promtool"
 
 echo "tools: nats-server  $bin_dir/nats-server ($("$bin_dir/nats-server" --version))"
 echo "tools: kubectl      $bin_dir/kubectl ($("$bin_dir/kubectl" version --client | sed -n 1p))"
+echo "tools: promtool     $bin_dir/promtool ($("$bin_dir/promtool" --version 2>&1 | sed -n 1p))"
 echo "tools: python libs  $py_dir (use PYTHONPATH=$py_dir)"
 if [[ -x /usr/bin/chromium ]]; then
     echo "tools: chromium     /usr/bin/chromium ($(/usr/bin/chromium --version 2>/dev/null))"

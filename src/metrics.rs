@@ -1,10 +1,17 @@
-//! Prometheus metrics (OpenMetrics text on `/metrics`).
+//! Prometheus metrics on `/metrics`: OpenMetrics text, or the Prometheus text format 0.0.4 for
+//! clients that ask for `text/plain` (such as `promtool check metrics`).
 //!
-//! Label cardinality is bounded: above `max_endpoint_labels` endpoints the `endpoint` label is
-//! recorded as `_overflow`, so a tenant with thousands of endpoints cannot blow up the series count.
+//! Label cardinality is bounded: above `max_endpoint_labels` endpoints (in one process) the
+//! `endpoint` label is recorded as `_overflow` and the per-endpoint series are dropped, so a
+//! tenant with thousands of endpoints cannot blow up the series count. Series of an endpoint
+//! that goes away are dropped with it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::{
+    collections::HashSet,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
+use crate::dataplane::attempt_log::AttemptResult;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -46,18 +53,32 @@ pub struct Metrics {
     pub delivery_latency: HistogramFamily,
     pub pending_deliveries: Family<TenantLabels, Gauge>,
     pub endpoints: Family<HealthLabels, Gauge>,
+    pub circuit_open: Family<TenantLabels, Gauge>,
     endpoint_labels: AtomicBool,
     max_endpoint_labels: usize,
 }
 
 pub const OVERFLOW_ENDPOINT: &str = "_overflow";
 
-fn seconds_histogram() -> Histogram {
-    // 1 ms .. ~65 s
+/// One HTTP attempt: 1 ms .. ~65 s (timeouts are at most minutes).
+fn duration_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
         0.001, 2.0, 17,
     ))
 }
+
+/// Published to delivered, retries included: 10 ms .. ~1.9 days.
+fn latency_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.01, 2.0, 25,
+    ))
+}
+
+/// Content type of the OpenMetrics exposition.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of the Prometheus text exposition format 0.0.4.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 impl Metrics {
     pub fn new(max_endpoint_labels: usize) -> Self {
@@ -66,10 +87,11 @@ impl Metrics {
         let events_unrouted = Family::default();
         let delivery_attempts = Family::default();
         let dead_lettered = Family::default();
-        let delivery_duration: HistogramFamily = Family::new_with_constructor(seconds_histogram);
-        let delivery_latency: HistogramFamily = Family::new_with_constructor(seconds_histogram);
+        let delivery_duration: HistogramFamily = Family::new_with_constructor(duration_histogram);
+        let delivery_latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
         let pending_deliveries = Family::default();
         let endpoints = Family::default();
+        let circuit_open = Family::default();
         registry.register(
             "webhook_events_received",
             "Events read from the events stream",
@@ -112,6 +134,11 @@ impl Metrics {
             "Endpoints by health",
             endpoints.clone(),
         );
+        registry.register(
+            "webhook_circuit_open",
+            "Endpoints whose circuit breaker is open in this process (backlog held back, probing)",
+            circuit_open.clone(),
+        );
         Self {
             registry,
             events_received,
@@ -122,15 +149,45 @@ impl Metrics {
             delivery_latency,
             pending_deliveries,
             endpoints,
+            circuit_open,
             endpoint_labels: AtomicBool::new(true),
             max_endpoint_labels,
         }
     }
 
-    /// Called when the number of served endpoints changes.
+    /// Called when the number of served endpoints changes. Crossing the limit upwards drops the
+    /// per-endpoint series (their counts continue under `_overflow`: a counter reset to
+    /// Prometheus), so the series count stays bounded.
     pub fn set_endpoint_count(&self, count: usize) {
-        self.endpoint_labels
-            .store(count <= self.max_endpoint_labels, Ordering::Relaxed);
+        let labelled = count <= self.max_endpoint_labels;
+        let was = self.endpoint_labels.swap(labelled, Ordering::Relaxed);
+        if was && !labelled {
+            tracing::info!(
+                endpoints = count,
+                limit = self.max_endpoint_labels,
+                "more endpoints than --metrics-max-endpoints: metrics record endpoint=\"{OVERFLOW_ENDPOINT}\""
+            );
+            self.delivery_attempts.clear();
+            self.dead_lettered.clear();
+        }
+    }
+
+    /// Drops the series of an endpoint that is no longer served.
+    pub fn forget_endpoint(&self, tenant: &str, name: &str) {
+        if !self.endpoint_labels.load(Ordering::Relaxed) {
+            return;
+        }
+        for result in AttemptResult::ALL {
+            self.delivery_attempts.remove(&AttemptLabels {
+                tenant: tenant.to_owned(),
+                endpoint: name.to_owned(),
+                result: result.as_label(),
+            });
+        }
+        self.dead_lettered.remove(&EndpointLabels {
+            tenant: tenant.to_owned(),
+            endpoint: name.to_owned(),
+        });
     }
 
     /// The `endpoint` label value to record, honouring the cardinality cap.
@@ -148,15 +205,150 @@ impl Metrics {
         }
     }
 
+    /// OpenMetrics text.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
     }
+
+    /// The exposition a client asked for with `accept`, and its content type: the Prometheus
+    /// text format 0.0.4 when it asks for `text/plain` and not for OpenMetrics; OpenMetrics
+    /// otherwise (Prometheus itself asks for OpenMetrics first).
+    pub fn exposition(
+        &self,
+        accept: Option<&str>,
+    ) -> Result<(&'static str, String), std::fmt::Error> {
+        let openmetrics = self.encode()?;
+        let accept = accept.unwrap_or_default().to_ascii_lowercase();
+        if accept.contains("text/plain") && !accept.contains("application/openmetrics-text") {
+            Ok((TEXT_CONTENT_TYPE, openmetrics_to_text(&openmetrics)))
+        } else {
+            Ok((OPENMETRICS_CONTENT_TYPE, openmetrics))
+        }
+    }
+}
+
+/// Rewrites OpenMetrics text as the Prometheus text format 0.0.4: counter families are named
+/// with their `_total` suffix (as their samples are), `# UNIT` and `# EOF` go. Histograms,
+/// gauges, samples and label escaping are the same in both.
+pub fn openmetrics_to_text(openmetrics: &str) -> String {
+    let counters: HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let comment = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| line.strip_prefix(prefix).map(|rest| (prefix, rest)));
+        match comment {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let total = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                out.push_str(&format!("{prefix}{name}{total} {tail}"));
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self::new(1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_format_names_counters_with_total_and_drops_openmetrics_only_lines() {
+        let metrics = Metrics::new(10);
+        metrics
+            .events_received
+            .get_or_create(&Metrics::tenant("acme"))
+            .inc();
+        metrics
+            .delivery_duration
+            .get_or_create(&Metrics::tenant("acme"))
+            .observe(0.2);
+        let (content_type, text) = metrics
+            .exposition(Some("text/plain;version=0.0.4"))
+            .expect("encode");
+        assert_eq!(content_type, TEXT_CONTENT_TYPE);
+        assert!(
+            text.contains("# TYPE webhook_events_received_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP webhook_events_received_total "),
+            "{text}"
+        );
+        assert!(
+            text.contains("webhook_events_received_total{tenant=\"acme\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE webhook_delivery_duration_seconds histogram\n"));
+        assert!(
+            !text.contains("# UNIT") && !text.contains("# EOF"),
+            "{text}"
+        );
+
+        let (content_type, openmetrics) = metrics
+            .exposition(Some(
+                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+            ))
+            .expect("encode");
+        assert_eq!(content_type, OPENMETRICS_CONTENT_TYPE);
+        assert!(openmetrics.contains("# TYPE webhook_events_received counter\n"));
+        assert!(openmetrics.ends_with("# EOF\n"));
+        assert_eq!(
+            metrics.exposition(None).expect("encode").0,
+            OPENMETRICS_CONTENT_TYPE
+        );
+    }
+
+    #[test]
+    fn above_the_limit_endpoint_series_fold_into_overflow() {
+        let metrics = Metrics::new(2);
+        metrics.set_endpoint_count(2);
+        let record = |name: &str| {
+            metrics
+                .delivery_attempts
+                .get_or_create(&AttemptLabels {
+                    tenant: "acme".into(),
+                    endpoint: metrics.endpoint_label(name),
+                    result: "success",
+                })
+                .inc();
+        };
+        record("a");
+        record("b");
+        let text = metrics.encode().expect("encode");
+        assert!(text.contains("endpoint=\"a\"") && text.contains("endpoint=\"b\""));
+
+        metrics.forget_endpoint("acme", "b");
+        assert!(!metrics.encode().expect("encode").contains("endpoint=\"b\""));
+
+        metrics.set_endpoint_count(3);
+        record("a");
+        record("c");
+        let text = metrics.encode().expect("encode");
+        assert!(!text.contains("endpoint=\"a\""), "{text}");
+        assert!(text.contains(&format!(
+            "webhook_delivery_attempts_total{{tenant=\"acme\",endpoint=\"{OVERFLOW_ENDPOINT}\",result=\"success\"}} 2"
+        )), "{text}");
     }
 }

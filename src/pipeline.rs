@@ -40,7 +40,8 @@ pub struct PipelineArgs {
     pub metrics_max_endpoints: usize,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Parses a Go duration command-line value (`500ms`, `30s`, `120h`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     duration::parse(text).map_err(|e| e.to_string())
 }
 

@@ -1,6 +1,7 @@
 //! The admin HTTP server: health, readiness, metrics, the endpoint listing and HTTP ingest.
 
 mod dashboard;
+mod health;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -91,6 +92,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/endpoints", get(list_endpoints))
         .route("/v1/events/{namespace}/{event_type}", post(ingest_event))
         .merge(dashboard::routes())
+        .merge(health::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -120,7 +122,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AdminState>) -> Response {
+async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> Response {
     let entries = state.catalog.borrow().clone();
     state.metrics.endpoints.clear();
     for health in [
@@ -129,6 +131,7 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         Health::Degraded,
         Health::Failing,
         Health::Paused,
+        Health::Disabled,
         Health::Invalid,
     ] {
         state
@@ -149,15 +152,9 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             })
             .inc();
     }
-    match state.metrics.encode() {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    match state.metrics.exposition(accept) {
+        Ok((content_type, text)) => ([(header::CONTENT_TYPE, content_type)], text).into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
@@ -169,6 +166,7 @@ fn health_label(health: Health) -> &'static str {
         Health::Degraded => "Degraded",
         Health::Failing => "Failing",
         Health::Paused => "Paused",
+        Health::Disabled => "Disabled",
         Health::Invalid => "Invalid",
     }
 }

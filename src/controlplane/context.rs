@@ -46,6 +46,8 @@ pub trait RouteSink: Send + Sync {
     fn remove(&self, tenant: String) -> BoxFuture<'_, Result<(), Error>>;
     /// Drops an endpoint's queued jobs and counters: its resource was deleted.
     fn discard_endpoint(&self, endpoint: EndpointKey) -> BoxFuture<'_, Result<(), Error>>;
+    /// Re-enables an auto-disabled endpoint; returns whether it was disabled.
+    fn enable_endpoint(&self, endpoint: EndpointKey) -> BoxFuture<'_, Result<bool, Error>>;
 }
 
 /// The caches a reconcile reads instead of the API server.

@@ -19,6 +19,7 @@ use serde_json::json;
 use super::{
     conditions::{Desired, READY},
     context::{Context, backoff_key, created_secret},
+    enable,
     error::Error,
     tenant::{self, MANAGER},
 };
@@ -55,6 +56,7 @@ async fn apply(
     namespace: &str,
     ctx: &Context,
 ) -> Result<Action, Error> {
+    enable::act_on_annotation(endpoint, namespace, ctx).await?;
     let name = endpoint.name_any();
     let secret_ref = compile::secret_ref(endpoint);
     let mut created = Default::default();

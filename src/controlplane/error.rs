@@ -12,6 +12,8 @@ pub enum Error {
     Routes { tenant: String, message: String },
     #[error("encoding: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Enable(#[from] crate::dataplane::stats::EnableError),
 }
 
 impl Error {
@@ -22,6 +24,7 @@ impl Error {
             Self::Finalizer(_) => "finalizer",
             Self::Routes { .. } => "nats",
             Self::Encode(_) => "encode",
+            Self::Enable(_) => "nats",
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod conditions;
 pub mod context;
+pub mod enable;
 pub mod endpoint;
 pub mod error;
 pub mod leader;
@@ -40,7 +41,7 @@ use crate::{
     dataplane::topology::Authority,
     dataplane::{
         route_store::{self, Scope},
-        stats::{StatsFolder, StatsView},
+        stats::{AutoDisableArgs, StatsFolder, StatsView},
     },
     pipeline::{Connected, PipelineArgs},
     resources::{EventSubscription, WebhookEndpoint, compile},
@@ -54,6 +55,9 @@ pub struct ControllerArgs {
     pub pipeline: PipelineArgs,
     #[command(flatten)]
     pub workloads: WorkloadSettings,
+    /// `--auto-disable-after`: the stats folder (on the leader) disables failing endpoints.
+    #[command(flatten)]
+    pub auto_disable: AutoDisableArgs,
     /// Namespace the operator runs in (delivery Deployments go there too).
     #[arg(long, env = "POD_NAMESPACE", default_value = "webhook-operator")]
     pub namespace: String,
@@ -140,13 +144,15 @@ async fn lead(
     ));
 
     // Status writes do not bump metadata.generation: filtering on generation (and finalizers)
-    // keeps the status writer from re-triggering reconciles.
+    // keeps the status writer from re-triggering reconciles. Request annotations pass too.
     let endpoints = watcher(Api::<WebhookEndpoint>::all(client.clone()), wc.clone())
         .default_backoff()
         .reflect(endpoint_writer)
         .applied_objects()
         .predicate_filter(
-            predicates::generation.combine(predicates::finalizers),
+            predicates::generation
+                .combine(predicates::finalizers)
+                .combine(enable::requested),
             Default::default(),
         );
     let subscriptions = watcher(Api::<EventSubscription>::all(client.clone()), wc.clone())
@@ -257,8 +263,9 @@ async fn lead(
         )
         .for_each(|_| async {});
 
-    let folder =
-        StatsFolder::new(connected.js.clone(), connected.topology.stats.clone()).run(term.clone());
+    let folder = StatsFolder::new(connected.js.clone(), connected.topology.stats.clone())
+        .auto_disable_after(args.auto_disable.period())
+        .run(term.clone());
     let status_writer = status::run(ctx.clone(), stats, term.clone());
     let orphans =
         remove_orphaned_routes(ctx.clone(), connected.topology.routes.clone(), term.clone());

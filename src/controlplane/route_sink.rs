@@ -6,7 +6,7 @@ use futures::{FutureExt, future::BoxFuture};
 use super::{context::RouteSink, error::Error};
 use crate::{
     dataplane::{
-        route_store,
+        route_store, stats,
         topology::{JOBS_STREAM, delivery_consumer, job_subject, stats_key},
     },
     model::{EndpointKey, TenantRoutes},
@@ -76,5 +76,9 @@ impl RouteSink for NatsRouteSink {
             Ok(())
         }
         .boxed()
+    }
+
+    fn enable_endpoint(&self, endpoint: EndpointKey) -> BoxFuture<'_, Result<bool, Error>> {
+        async move { Ok(stats::enable(&self.stats, &endpoint).await?) }.boxed()
     }
 }

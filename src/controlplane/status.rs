@@ -77,6 +77,22 @@ pub fn healthy_condition(
                 stats.consecutive_failures, endpoint.spec.timeout
             ),
         ),
+        Health::Disabled => {
+            let time = |t: Option<Timestamp>| t.map_or_else(|| "unknown".into(), |t| t.to_string());
+            let namespace = endpoint.metadata.namespace.as_deref().unwrap_or_default();
+            let name = endpoint.metadata.name.as_deref().unwrap_or_default();
+            Desired::new(
+                HEALTHY,
+                false,
+                "AutoDisabled",
+                format!(
+                    "Auto-disabled at {}: no delivery to {url} succeeded since {} (last failure {last}). Events stay queued and nothing is sent. Fix the receiver, then re-enable: set the annotation {} to a new value (e.g. the current time) or POST /v1/endpoints/{namespace}/{name}/enable.",
+                    time(stats.disabled_time),
+                    time(stats.failing_since),
+                    super::enable::ENABLE_ANNOTATION,
+                ),
+            )
+        }
         Health::Paused => Desired::unknown(
             HEALTHY,
             "Paused",
@@ -172,8 +188,19 @@ pub fn transitions(
 ) -> Vec<(bool, &'static str, String)> {
     let mut events = Vec::new();
     let was = previous.health;
-    if next.health == Health::Failing && was != Some(Health::Failing) {
+    // From Disabled, the counters still show the failures that led there: "Enabled" says it.
+    if next.health == Health::Failing && !matches!(was, Some(Health::Failing | Health::Disabled)) {
         events.push((true, "Failing", next.healthy.message.clone()));
+    }
+    if next.health == Health::Disabled && was != Some(Health::Disabled) {
+        events.push((true, "AutoDisabled", next.healthy.message.clone()));
+    }
+    if was == Some(Health::Disabled) && next.health != Health::Disabled {
+        events.push((
+            false,
+            "Enabled",
+            "Re-enabled: queued events are being delivered again.".to_string(),
+        ));
     }
     if next.health == Health::Healthy && matches!(was, Some(Health::Failing | Health::Degraded)) {
         events.push((false, "Recovered", "Deliveries succeed again.".to_string()));
@@ -332,6 +359,51 @@ mod tests {
             .map(|e| e.1)
             .collect();
         assert_eq!(reasons, ["Recovered"]);
+    }
+
+    #[test]
+    fn auto_disable_and_re_enable_raise_events() {
+        let endpoint = endpoint();
+        let disabled = EndpointStats {
+            failed_attempts: 40,
+            consecutive_failures: 40,
+            failing_since: Some(Timestamp::UNIX_EPOCH),
+            disabled_time: Some(Timestamp::UNIX_EPOCH),
+            ..Default::default()
+        };
+        let previous = WebhookEndpointStatus {
+            health: Some(Health::Failing),
+            ..Default::default()
+        };
+        let next = counter_status(&endpoint, &disabled, Timestamp::now()).expect("write");
+        assert_eq!(next.health, Health::Disabled);
+        assert_eq!(next.healthy.reason, "AutoDisabled");
+        assert_eq!(next.healthy.status, "False");
+        assert!(
+            next.healthy.message.contains("webhook-operator.io/enable"),
+            "{}",
+            next.healthy.message
+        );
+        let reasons: Vec<_> = transitions(&previous, &next)
+            .into_iter()
+            .map(|e| (e.0, e.1))
+            .collect();
+        assert_eq!(reasons, [(true, "AutoDisabled")]);
+
+        let was_disabled = WebhookEndpointStatus {
+            health: Some(Health::Disabled),
+            ..Default::default()
+        };
+        let enabled = EndpointStats {
+            disabled_time: None,
+            ..disabled
+        };
+        let next = counter_status(&endpoint, &enabled, Timestamp::now()).expect("write");
+        let reasons: Vec<_> = transitions(&was_disabled, &next)
+            .into_iter()
+            .map(|e| (e.0, e.1))
+            .collect();
+        assert_eq!(reasons, [(false, "Enabled")]);
     }
 
     #[test]

@@ -145,6 +145,7 @@ struct RecordingSink {
     published: Mutex<Vec<TenantRoutes>>,
     removed: Mutex<Vec<String>>,
     discarded: Mutex<Vec<EndpointKey>>,
+    enabled: Mutex<Vec<EndpointKey>>,
 }
 
 impl RouteSink for RecordingSink {
@@ -159,6 +160,10 @@ impl RouteSink for RecordingSink {
     fn discard_endpoint(&self, endpoint: EndpointKey) -> BoxFuture<'_, Result<(), Error>> {
         self.discarded.lock().unwrap().push(endpoint);
         async { Ok(()) }.boxed()
+    }
+    fn enable_endpoint(&self, endpoint: EndpointKey) -> BoxFuture<'_, Result<bool, Error>> {
+        self.enabled.lock().unwrap().push(endpoint);
+        async { Ok(true) }.boxed()
     }
 }
 
@@ -185,6 +190,8 @@ fn settings() -> WorkloadSettings {
         deliver_allow_private_networks: false,
         deliver_allow_cidrs: Vec::new(),
         deliver_log_format: "json".into(),
+        deliver_circuit_breaker_threshold: 10,
+        deliver_circuit_probe_interval: "30s".into(),
     }
 }
 
@@ -591,4 +598,92 @@ async fn status_is_folded_at_most_once_per_interval() {
             .map(|c| c.body["status"]["delivered"] != json!(0)),
         Some(true)
     );
+}
+
+#[tokio::test]
+async fn the_enable_annotation_re_enables_once_per_value() {
+    use super::enable::{self, ENABLE_ANNOTATION};
+    use crate::resources::webhook_endpoint::LastEnable;
+
+    let mut f = Fixture::new();
+    let mut e = endpoint("orders", "https://orders.example", true);
+    let ready = Desired::new(
+        READY,
+        true,
+        "Active",
+        "Valid; events of subscribed types are delivered.",
+    );
+    e.status = Some(crate::resources::WebhookEndpointStatus {
+        observed_generation: Some(1),
+        conditions: vec![ready.to_condition(&[], Some(1), Timestamp::now())],
+        ..Default::default()
+    });
+    let plain = enable::requested(&e);
+    e.metadata.annotations = Some(
+        [(
+            ENABLE_ANNOTATION.to_string(),
+            "2026-11-23T10:00:00Z".to_string(),
+        )]
+        .into(),
+    );
+    assert_ne!(
+        enable::requested(&e),
+        plain,
+        "setting the annotation passes the watch filter"
+    );
+    f.add_endpoint(&e);
+    f.add_secret("orders-signing");
+    f.add_current_workload();
+
+    endpoint::reconcile(Arc::new(e.clone()), f.ctx.clone())
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        f.sink.enabled.lock().unwrap().as_slice(),
+        [EndpointKey::new("acme", "orders")]
+    );
+    let writes = f.api.writes();
+    assert_eq!(writes.len(), 1, "only the lastEnable record: {writes:?}");
+    assert_eq!(writes[0].method, "PATCH");
+    assert!(writes[0].path.ends_with("/webhookendpoints/orders/status"));
+    let recorded = &writes[0].body["status"]["lastEnable"];
+    assert_eq!(recorded["requested"], "2026-11-23T10:00:00Z");
+    assert_eq!(recorded["wasDisabled"], true);
+    assert_eq!(
+        writes[0].body["status"].as_object().map(|s| s.len()),
+        Some(1),
+        "the enable field manager applies lastEnable alone"
+    );
+
+    // The status now shows the request as handled: a status write neither triggers the
+    // reconciler nor, when it runs anyway, a second re-enable.
+    let before_status = enable::requested(&e);
+    if let Some(status) = e.status.as_mut() {
+        status.last_enable = Some(LastEnable {
+            requested: "2026-11-23T10:00:00Z".into(),
+            time: Time(Timestamp::now()),
+            was_disabled: true,
+        });
+    }
+    assert_eq!(enable::requested(&e), before_status);
+    f.add_endpoint(&e);
+    endpoint::reconcile(Arc::new(e.clone()), f.ctx.clone())
+        .await
+        .expect("reconcile");
+    assert_eq!(f.sink.enabled.lock().unwrap().len(), 1, "acted on once");
+    assert_eq!(f.api.writes().len(), 1);
+
+    // A new value is a new request.
+    e.metadata.annotations = Some(
+        [(
+            ENABLE_ANNOTATION.to_string(),
+            "2026-11-24T08:00:00Z".to_string(),
+        )]
+        .into(),
+    );
+    f.add_endpoint(&e);
+    endpoint::reconcile(Arc::new(e), f.ctx.clone())
+        .await
+        .expect("reconcile");
+    assert_eq!(f.sink.enabled.lock().unwrap().len(), 2);
 }

@@ -70,6 +70,21 @@ pub struct WorkloadSettings {
     pub deliver_allow_cidrs: Vec<String>,
     #[arg(long, default_value = "json")]
     pub deliver_log_format: String,
+    /// `--circuit-breaker-threshold` of delivery pods (0: no circuit breaker).
+    #[arg(long, env = "DELIVER_CIRCUIT_BREAKER_THRESHOLD", default_value_t = 10)]
+    pub deliver_circuit_breaker_threshold: u32,
+    /// `--circuit-probe-interval` of delivery pods (Go duration).
+    #[arg(
+        long,
+        env = "DELIVER_CIRCUIT_PROBE_INTERVAL",
+        default_value = "30s",
+        value_parser = go_duration_text
+    )]
+    pub deliver_circuit_probe_interval: String,
+}
+
+fn go_duration_text(text: &str) -> Result<String, String> {
+    crate::pipeline::parse_duration(text).map(|_| text.to_owned())
 }
 
 /// Every object of one tenant's delivery workload.
@@ -183,6 +198,12 @@ fn deployment(
     for cidr in &settings.deliver_allow_cidrs {
         args.extend(["--allow-cidr".to_string(), cidr.clone()]);
     }
+    args.extend([
+        "--circuit-breaker-threshold".to_string(),
+        settings.deliver_circuit_breaker_threshold.to_string(),
+        "--circuit-probe-interval".into(),
+        settings.deliver_circuit_probe_interval.clone(),
+    ]);
     let mut env = vec![
         EnvVar {
             name: "NATS_URL".into(),
@@ -345,6 +366,8 @@ mod tests {
             deliver_allow_private_networks: false,
             deliver_allow_cidrs: Vec::new(),
             deliver_log_format: "json".into(),
+            deliver_circuit_breaker_threshold: 10,
+            deliver_circuit_probe_interval: "30s".into(),
         }
     }
 

@@ -27,6 +27,19 @@ pub enum AttemptResult {
 }
 
 impl AttemptResult {
+    pub const ALL: [Self; 10] = [
+        Self::Success,
+        Self::Http3xx,
+        Self::Http4xx,
+        Self::Http5xx,
+        Self::Timeout,
+        Self::ConnectError,
+        Self::TlsError,
+        Self::Blocked,
+        Self::Error,
+        Self::Rejected,
+    ];
+
     pub fn as_label(self) -> &'static str {
         match self {
             Self::Success => "success",

@@ -52,6 +52,11 @@ impl Router {
             _ = cancel.cancelled() => return,
             _ = route_store::loaded(&mut self.routes) => {}
         }
+        tokio::spawn(track_endpoint_count(
+            self.routes.clone(),
+            self.metrics.clone(),
+            cancel.clone(),
+        ));
         let this = Arc::new(self);
         loop {
             tokio::select! {
@@ -142,10 +147,14 @@ impl Router {
             published,
             payload: message.payload.clone(),
         };
-        self.metrics
-            .events_received
-            .get_or_create(&Metrics::tenant(tenant))
-            .inc();
+        // Counted once per event: a redelivery (routing failed, or a router crashed) is not new.
+        let first_delivery = info.delivered <= 1;
+        if first_delivery {
+            self.metrics
+                .events_received
+                .get_or_create(&Metrics::tenant(tenant))
+                .inc();
+        }
         let routes = self
             .routes
             .borrow()
@@ -160,10 +169,12 @@ impl Router {
             })
             .unwrap_or_default();
         if targets.is_empty() {
-            self.metrics
-                .events_unrouted
-                .get_or_create(&Metrics::tenant(tenant))
-                .inc();
+            if first_delivery {
+                self.metrics
+                    .events_unrouted
+                    .get_or_create(&Metrics::tenant(tenant))
+                    .inc();
+            }
             tracing::debug!(tenant, event_type, event_id = %job.event_id, "event matched no subscription");
             return message.ack().await.map_err(|e| e.to_string());
         }
@@ -253,5 +264,25 @@ impl Router {
         };
         self.metrics.dead_lettered.get_or_create(&labels).inc();
         Ok(())
+    }
+}
+
+/// Keeps the metrics' endpoint-label cap informed of how many endpoints there are: a router
+/// labels dead letters by endpoint too.
+async fn track_endpoint_count(
+    mut routes: RoutesRx,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let count = routes
+            .borrow_and_update()
+            .as_ref()
+            .map_or(0, |r| r.endpoints().count());
+        metrics.set_endpoint_count(count);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = routes.changed() => if changed.is_err() { return },
+        }
     }
 }

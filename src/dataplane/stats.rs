@@ -3,15 +3,20 @@
 //!
 //! Counting is exact across crashes: each bucket value carries the attempt-log sequence it has
 //! folded up to, and a redelivered record at or below it is skipped.
+//!
+//! The same values carry the auto-disable state (`failingSince`, `disabledTime`): decided once
+//! by the folder, shared by every delivery replica through the bucket, and kept across restarts.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::{Arc, RwLock},
     time::Duration,
 };
 
 use async_nats::jetstream::{self, AckKind, consumer::pull, kv};
 use futures::StreamExt;
+use jiff::Timestamp;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -23,10 +28,17 @@ use super::{
 };
 use crate::model::{EndpointKey, EndpointStats, LastFailure};
 
-/// Applies one attempt record to the counters.
-pub fn fold(stats: &mut EndpointStats, record: &AttemptRecord) {
+/// Applies one attempt record to the counters; `auto_disable_after` is the auto-disable period
+/// (`None`: never).
+pub fn fold(
+    stats: &mut EndpointStats,
+    record: &AttemptRecord,
+    auto_disable_after: Option<Duration>,
+) {
     if record.attempt > 0 {
-        if record.result == AttemptResult::Success {
+        let succeeded = record.result == AttemptResult::Success;
+        stats.note_attempt(succeeded, record.time, auto_disable_after);
+        if succeeded {
             stats.delivered += 1;
             stats.consecutive_failures = 0;
             stats.last_success_time = Some(record.time);
@@ -53,12 +65,34 @@ pub fn fold(stats: &mut EndpointStats, record: &AttemptRecord) {
     }
 }
 
+/// The auto-disable period, for the processes that run the stats folder (local, controller).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AutoDisableArgs {
+    /// Auto-disable an endpoint that has failed without a single success for this long: it
+    /// stops delivering (its events stay queued) until re-enabled (Go duration; 0s: never).
+    #[arg(
+        long,
+        env = "AUTO_DISABLE_AFTER",
+        default_value = "120h",
+        value_parser = crate::pipeline::parse_duration
+    )]
+    pub auto_disable_after: Duration,
+}
+
+impl AutoDisableArgs {
+    /// The period, `None` when auto-disable is off.
+    pub fn period(&self) -> Option<Duration> {
+        (!self.auto_disable_after.is_zero()).then_some(self.auto_disable_after)
+    }
+}
+
 /// Folds the attempt log into the stats bucket. Exactly one folder may run per NATS deployment
 /// (local mode runs it in-process; in a cluster the controller's leader does).
 pub struct StatsFolder {
     js: jetstream::Context,
     store: kv::Store,
     cache: HashMap<String, (EndpointStats, u64)>,
+    auto_disable_after: Option<Duration>,
 }
 
 const FOLD_BATCH: usize = 1000;
@@ -69,7 +103,14 @@ impl StatsFolder {
             js,
             store,
             cache: HashMap::new(),
+            auto_disable_after: None,
         }
+    }
+
+    /// Auto-disables endpoints that fail without a single success for `after` (`None`: never).
+    pub fn auto_disable_after(mut self, after: Option<Duration>) -> Self {
+        self.auto_disable_after = after;
+        self
     }
 
     pub async fn run(mut self, cancel: CancellationToken) {
@@ -157,15 +198,19 @@ impl StatsFolder {
                     None => (EndpointStats::default(), 0),
                 },
             };
+            let was_disabled = stats.is_disabled();
             for (sequence, record) in records {
                 if *sequence > stats.applied_sequence {
-                    fold(&mut stats, record);
+                    fold(&mut stats, record, self.auto_disable_after);
                     stats.applied_sequence = *sequence;
                 }
             }
             let value = serde_json::to_vec(&stats).map_err(|e| e.to_string())?;
             match self.store.update(key, value.into(), revision).await {
                 Ok(revision) => {
+                    if stats.is_disabled() && !was_disabled {
+                        tracing::warn!(endpoint = key, failing_since = ?stats.failing_since, "endpoint auto-disabled: no successful delivery for the auto-disable period; its events stay queued until it is re-enabled");
+                    }
                     self.cache.insert(key.to_owned(), (stats, revision));
                     return Ok(());
                 }
@@ -177,21 +222,78 @@ impl StatsFolder {
     }
 }
 
+/// Why re-enabling an endpoint failed.
+#[derive(Debug, thiserror::Error)]
+#[error("re-enabling endpoint {endpoint}: {message}")]
+pub struct EnableError {
+    pub endpoint: EndpointKey,
+    pub message: String,
+}
+
+/// Re-enables an auto-disabled endpoint in the stats bucket (compare-and-set, so it neither
+/// loses nor repeats what the folder writes meanwhile). Returns whether it was disabled.
+pub async fn enable(store: &kv::Store, endpoint: &EndpointKey) -> Result<bool, EnableError> {
+    let error = |message: String| EnableError {
+        endpoint: endpoint.clone(),
+        message,
+    };
+    let key = stats_key(endpoint);
+    loop {
+        let Some(entry) = store.entry(&key).await.map_err(|e| error(e.to_string()))? else {
+            return Ok(false);
+        };
+        if entry.operation != kv::Operation::Put {
+            return Ok(false);
+        }
+        let mut stats: EndpointStats =
+            serde_json::from_slice(&entry.value).map_err(|e| error(e.to_string()))?;
+        let was_disabled = stats.enable(Timestamp::now());
+        if !was_disabled && stats.failing_since.is_none() {
+            return Ok(false);
+        }
+        let value = serde_json::to_vec(&stats).map_err(|e| error(e.to_string()))?;
+        match store.update(&key, value.into(), entry.revision).await {
+            Ok(_) => return Ok(was_disabled),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+            Err(e) => return Err(error(e.to_string())),
+        }
+    }
+}
+
+/// The auto-disabled endpoints, as delivery workers follow them; `None` until the bucket's
+/// initial state is loaded, so nobody delivers to an endpoint not yet known to be disabled.
+pub type DisabledRx = watch::Receiver<Option<Arc<BTreeSet<EndpointKey>>>>;
+
 /// Read side: the latest counters of every endpoint, kept current by a bucket watch.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct StatsView {
     inner: Arc<RwLock<HashMap<EndpointKey, EndpointStats>>>,
+    disabled: Arc<watch::Sender<Option<Arc<BTreeSet<EndpointKey>>>>>,
+}
+
+impl Default for StatsView {
+    /// A view that follows no bucket (tests): loaded, and empty until [`StatsView::insert`].
+    fn default() -> Self {
+        Self::with_disabled(Some(Arc::default()))
+    }
 }
 
 impl StatsView {
+    fn with_disabled(disabled: Option<Arc<BTreeSet<EndpointKey>>>) -> Self {
+        Self {
+            inner: Arc::default(),
+            disabled: Arc::new(watch::channel(disabled).0),
+        }
+    }
+
     pub fn start(store: kv::Store, cancel: CancellationToken) -> Self {
-        let view = Self::default();
-        let inner = view.inner.clone();
+        let view = Self::with_disabled(None);
+        let this = view.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
-                    error = follow(&store, &inner) => tracing::warn!(%error, "stats watch interrupted; retrying"),
+                    error = follow(&store, &this) => tracing::warn!(%error, "stats watch interrupted; retrying"),
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -199,8 +301,50 @@ impl StatsView {
         view
     }
 
+    /// The auto-disabled endpoints; changes only when one is disabled or re-enabled.
+    pub fn disabled(&self) -> DisabledRx {
+        self.disabled.subscribe()
+    }
+
+    /// Publishes the disabled set from the counters once the initial state is loaded.
+    fn mark_loaded(&self) {
+        if self.disabled.borrow().is_some() {
+            return;
+        }
+        let set: BTreeSet<EndpointKey> = self
+            .inner
+            .read()
+            .map(|map| {
+                map.iter()
+                    .filter(|(_, stats)| stats.is_disabled())
+                    .map(|(key, _)| key.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.disabled.send_replace(Some(Arc::new(set)));
+    }
+
+    fn note_disabled(&self, key: &EndpointKey, disabled: bool) {
+        self.disabled.send_if_modified(|set| {
+            // Before the initial load, the set is computed whole by `mark_loaded`.
+            let Some(set) = set else { return false };
+            if set.contains(key) == disabled {
+                return false;
+            }
+            let mut next = (**set).clone();
+            if disabled {
+                next.insert(key.clone());
+            } else {
+                next.remove(key);
+            }
+            *set = Arc::new(next);
+            true
+        });
+    }
+
     /// Sets counters directly: for tests of code that reads the view.
     pub fn insert(&self, key: EndpointKey, stats: EndpointStats) {
+        self.note_disabled(&key, stats.is_disabled());
         if let Ok(mut map) = self.inner.write() {
             map.insert(key, stats);
         }
@@ -215,38 +359,54 @@ impl StatsView {
     }
 }
 
-async fn follow(store: &kv::Store, inner: &RwLock<HashMap<EndpointKey, EndpointStats>>) -> String {
+async fn follow(store: &kv::Store, view: &StatsView) -> String {
+    let empty = match store.status().await {
+        Ok(status) => status.values() == 0,
+        Err(error) => return error.to_string(),
+    };
     // With history: the current value of every key first, then changes.
     let mut entries = match store.watch_with_history(">").await {
         Ok(entries) => entries,
         Err(error) => return error.to_string(),
     };
+    if empty {
+        view.mark_loaded();
+    }
     while let Some(entry) = entries.next().await {
         let entry = match entry {
             Ok(entry) => entry,
             Err(error) => return error.to_string(),
         };
-        let Some(key) = endpoint_from_stats_key(&entry.key) else {
-            continue;
-        };
-        let Ok(mut map) = inner.write() else {
-            return "stats map poisoned".into();
-        };
-        match entry.operation {
-            kv::Operation::Put => match serde_json::from_slice(&entry.value) {
-                Ok(stats) => {
-                    map.insert(key, stats);
-                }
-                Err(error) => {
-                    tracing::error!(key = %entry.key, %error, "unreadable endpoint stats")
-                }
-            },
-            kv::Operation::Delete | kv::Operation::Purge => {
-                map.remove(&key);
-            }
+        if let Some(key) = endpoint_from_stats_key(&entry.key)
+            && let Err(error) = apply_entry(view, key, &entry)
+        {
+            return error;
+        }
+        if entry.seen_current || entry.delta == 0 {
+            view.mark_loaded();
         }
     }
     "watch ended".into()
+}
+
+fn apply_entry(view: &StatsView, key: EndpointKey, entry: &kv::Entry) -> Result<(), String> {
+    let stats = match entry.operation {
+        kv::Operation::Put => match serde_json::from_slice::<EndpointStats>(&entry.value) {
+            Ok(stats) => Some(stats),
+            Err(error) => {
+                tracing::error!(key = %entry.key, %error, "unreadable endpoint stats");
+                return Ok(());
+            }
+        },
+        kv::Operation::Delete | kv::Operation::Purge => None,
+    };
+    view.note_disabled(&key, stats.as_ref().is_some_and(EndpointStats::is_disabled));
+    let mut map = view.inner.write().map_err(|_| "stats map poisoned")?;
+    match stats {
+        Some(stats) => map.insert(key, stats),
+        None => map.remove(&key),
+    };
+    Ok(())
 }
 
 #[cfg(test)]
@@ -279,17 +439,20 @@ mod tests {
         fold(
             &mut stats,
             &record(AttemptResult::Http5xx, 1, retry.clone()),
+            None,
         );
-        fold(&mut stats, &record(AttemptResult::Http5xx, 2, retry));
+        fold(&mut stats, &record(AttemptResult::Http5xx, 2, retry), None);
         assert_eq!((stats.failed_attempts, stats.consecutive_failures), (2, 2));
         fold(
             &mut stats,
             &record(AttemptResult::Success, 3, Outcome::Delivered),
+            None,
         );
         assert_eq!((stats.delivered, stats.consecutive_failures), (1, 0));
         fold(
             &mut stats,
             &record(AttemptResult::Rejected, 0, Outcome::DeadLettered),
+            None,
         );
         assert_eq!((stats.dead_lettered, stats.failed_attempts), (1, 2));
         assert_eq!(

@@ -20,10 +20,12 @@ use crate::{
     admin::{self, AdminState, CatalogEntry},
     dataplane::topology::Authority,
     dataplane::{
-        delivery::{self, DeliveryContext, Secrets, address_guard::AddressGuardArgs},
+        delivery::{
+            self, BreakerSettings, DeliveryContext, Secrets, address_guard::AddressGuardArgs,
+        },
         route_store::{self, Scope},
         router::Router,
-        stats::{StatsFolder, StatsView},
+        stats::{AutoDisableArgs, StatsFolder, StatsView},
     },
     model::EndpointKey,
     pipeline::PipelineArgs,
@@ -39,6 +41,12 @@ pub struct LocalArgs {
     /// `--allow-private-networks`, `--allow-cidr`: where deliveries may connect.
     #[command(flatten)]
     pub address_guard: AddressGuardArgs,
+    /// `--circuit-breaker-threshold`, `--circuit-probe-interval`.
+    #[command(flatten)]
+    pub breaker: BreakerSettings,
+    /// `--auto-disable-after`.
+    #[command(flatten)]
+    pub auto_disable: AutoDisableArgs,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
@@ -73,6 +81,7 @@ pub async fn run(args: LocalArgs, cancel: CancellationToken) -> anyhow::Result<(
     let stats = StatsView::start(connected.topology.stats.clone(), cancel.clone());
     tokio::spawn(
         StatsFolder::new(connected.js.clone(), connected.topology.stats.clone())
+            .auto_disable_after(args.auto_disable.period())
             .run(cancel.clone()),
     );
     tokio::spawn(
@@ -88,11 +97,13 @@ pub async fn run(args: LocalArgs, cancel: CancellationToken) -> anyhow::Result<(
         js: connected.js.clone(),
         client: delivery::http_client(guard)?,
         metrics: connected.metrics.clone(),
+        breaker: args.breaker,
     });
     tokio::spawn(delivery::run(
         ctx,
         routes.clone(),
         secrets_rx,
+        stats.disabled(),
         cancel.clone(),
     ));
     let state = AdminState::for_pipeline(

@@ -26,7 +26,7 @@ pub const RESERVED_HEADER_RULE: &str = "self.all(k, !k.lowerAscii().startsWith('
     shortname = "whep",
     category = "webhooks",
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
-    printcolumn = r#"{"name":"Health","type":"string","jsonPath":".status.health"}"#,
+    printcolumn = r#"{"name":"Health","type":"string","jsonPath":".status.health","description":"Pending, Healthy, Degraded, Failing, Paused, Disabled (auto-disabled) or Invalid"}"#,
     printcolumn = r#"{"name":"Delivered","type":"integer","jsonPath":".status.delivered"}"#,
     printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.failedAttempts"}"#,
     printcolumn = r#"{"name":"Dead","type":"integer","jsonPath":".status.deadLettered"}"#,
@@ -146,6 +146,22 @@ pub struct WebhookEndpointStatus {
     pub last_failure_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<LastFailure>,
+    /// The last `webhook-operator.io/enable` annotation value the controller acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_enable: Option<LastEnable>,
+}
+
+/// A re-enable requested with the `webhook-operator.io/enable` annotation, as acted on (once
+/// per annotation value).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastEnable {
+    /// The annotation value acted on.
+    pub requested: String,
+    /// When the controller acted on it.
+    pub time: Time,
+    /// Whether the endpoint was auto-disabled at that moment.
+    pub was_disabled: bool,
 }
 
 fn default_timeout() -> String {

@@ -19,7 +19,9 @@ use crate::{
     admin::{self, AdminState},
     dataplane::topology::Authority,
     dataplane::{
-        delivery::{self, DeliveryContext, Secrets, address_guard::AddressGuardArgs},
+        delivery::{
+            self, BreakerSettings, DeliveryContext, Secrets, address_guard::AddressGuardArgs,
+        },
         ingest::is_dns_label,
         route_store::{self, Scope},
         stats::StatsView,
@@ -35,6 +37,9 @@ pub struct DeliverArgs {
     /// `--allow-private-networks`, `--allow-cidr`: where deliveries may connect.
     #[command(flatten)]
     pub address_guard: AddressGuardArgs,
+    /// `--circuit-breaker-threshold`, `--circuit-probe-interval`.
+    #[command(flatten)]
+    pub breaker: BreakerSettings,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
@@ -57,14 +62,22 @@ pub async fn run(args: DeliverArgs, cancel: CancellationToken) -> anyhow::Result
         Scope::Tenant(args.tenant.clone()),
         cancel.clone(),
     );
+    // The stats view also tells the workers which endpoints are auto-disabled.
+    let stats = StatsView::start(connected.topology.stats.clone(), cancel.clone());
     let ctx = Arc::new(DeliveryContext {
         js: connected.js.clone(),
         client: delivery::http_client(guard)?,
         metrics: connected.metrics.clone(),
+        breaker: args.breaker,
     });
-    tokio::spawn(delivery::run(ctx, routes.clone(), secrets, cancel.clone()));
+    tokio::spawn(delivery::run(
+        ctx,
+        routes.clone(),
+        secrets,
+        stats.disabled(),
+        cancel.clone(),
+    ));
     let catalog = admin::catalog_from_routes(routes.clone(), cancel.clone());
-    let stats = StatsView::start(connected.topology.stats.clone(), cancel.clone());
     let state = AdminState::for_pipeline(
         &connected,
         catalog,

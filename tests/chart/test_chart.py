@@ -150,7 +150,9 @@ def test_monitoring_objects_and_alerts():
         "app.kubernetes.io/name": "webhook-deliver", "app.kubernetes.io/managed-by": "webhook-operator"}
     rules = {r["alert"]: r for g in m.one(rendered, "PrometheusRule", RELEASE)["spec"]["groups"]
              for r in g["rules"]}
-    assert set(rules) == {"WebhookEndpointFailing", "WebhookDeadLettersGrowing", "WebhookBacklogGrowing"}
+    assert set(rules) == {"WebhookEndpointFailing", "WebhookEndpointDisabled", "WebhookDeadLettersGrowing",
+                          "WebhookBacklogGrowing"}
+    assert 'webhook_endpoints{health="Disabled"}' in rules["WebhookEndpointDisabled"]["expr"]
     assert 'webhook_endpoints{health="Failing"}' in rules["WebhookEndpointFailing"]["expr"]
     assert rules["WebhookEndpointFailing"]["for"] == "10m"
     assert "increase(webhook_deliveries_dead_lettered_total[15m])" in rules["WebhookDeadLettersGrowing"]["expr"]

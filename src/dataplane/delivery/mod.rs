@@ -1,14 +1,17 @@
-//! Delivery: one worker per endpoint, started, reconfigured and stopped as routes and Secrets
-//! change.
+//! Delivery: one worker per endpoint, started, reconfigured and stopped as routes, Secrets
+//! and the auto-disabled set change.
 
 pub mod address_guard;
 pub mod attempt;
 pub mod backoff;
+pub mod breaker;
 pub mod signature;
 mod worker;
 
+pub use breaker::BreakerSettings;
+
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -21,7 +24,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use self::address_guard::{AddressGuard, GuardedClient, SystemLookup};
-use super::route_store::{self, RoutesRx};
+use super::{
+    route_store::{self, RoutesRx},
+    stats::DisabledRx,
+};
 use crate::{
     metrics::Metrics,
     model::{CompiledRoutes, EndpointConfig, EndpointKey, signing_keys::SigningKeys},
@@ -38,6 +44,7 @@ pub struct DeliveryContext {
     /// One pooled client: keep-alive connections are reused per host across endpoints.
     pub client: GuardedClient,
     pub metrics: Arc<Metrics>,
+    pub breaker: BreakerSettings,
 }
 
 /// Builds the outbound HTTP client: no redirects (a 3xx is a failure), pooled keep-alive, and
@@ -51,11 +58,13 @@ pub fn http_client(guard: AddressGuard) -> Result<GuardedClient, reqwest::Error>
     GuardedClient::build(builder, guard, Arc::new(SystemLookup))
 }
 
-/// What a worker needs: the endpoint's settings and its keys (or why there are none).
+/// What a worker needs: the endpoint's settings, its keys (or why there are none), and whether
+/// it is auto-disabled.
 #[derive(Debug, PartialEq)]
 pub struct EndpointState {
     pub config: EndpointConfig,
     pub keys: Result<SigningKeys, String>,
+    pub disabled: bool,
 }
 
 struct WorkerHandle {
@@ -64,11 +73,13 @@ struct WorkerHandle {
     cancel: CancellationToken,
 }
 
-/// Runs workers for every endpoint in `routes` until `cancel`.
+/// Runs workers for every endpoint in `routes` until `cancel`; endpoints in `disabled` send
+/// nothing (their jobs stay queued).
 pub async fn run(
     ctx: Arc<DeliveryContext>,
     mut routes: RoutesRx,
     mut secrets: SecretsRx,
+    mut disabled: DisabledRx,
     cancel: CancellationToken,
 ) {
     let mut workers: HashMap<EndpointKey, WorkerHandle> = HashMap::new();
@@ -76,11 +87,25 @@ pub async fn run(
         _ = cancel.cancelled() => return,
         _ = route_store::loaded(&mut routes) => {}
     }
+    // Which endpoints are auto-disabled must be known before any of them is served.
+    tokio::select! {
+        _ = cancel.cancelled() => return,
+        _ = disabled.wait_for(Option::is_some) => {}
+    }
     let mut gauges = tokio::time::interval(Duration::from_secs(5));
+    let mut gauge_tenants = BTreeSet::new();
     loop {
         let snapshot = routes.borrow_and_update().clone().unwrap_or_default();
         let current_secrets = secrets.borrow_and_update().clone();
-        reconcile_workers(&ctx, &mut workers, &snapshot, &current_secrets, &cancel);
+        let current_disabled = disabled.borrow_and_update().clone().unwrap_or_default();
+        reconcile_workers(
+            &ctx,
+            &mut workers,
+            &snapshot,
+            &current_secrets,
+            &current_disabled,
+            &cancel,
+        );
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => {
@@ -89,7 +114,8 @@ pub async fn run(
                 }
                 Ok(()) = routes.changed() => break,
                 Ok(()) = secrets.changed() => break,
-                _ = gauges.tick() => publish_pending(&ctx.metrics, &workers),
+                Ok(()) = disabled.changed() => break,
+                _ = gauges.tick() => publish_pending(&ctx.metrics, &workers, &mut gauge_tenants),
             }
         }
     }
@@ -100,24 +126,26 @@ fn reconcile_workers(
     workers: &mut HashMap<EndpointKey, WorkerHandle>,
     routes: &CompiledRoutes,
     secrets: &Secrets,
+    disabled: &BTreeSet<EndpointKey>,
     cancel: &CancellationToken,
 ) {
     let mut desired = HashMap::new();
     for (tenant, config) in routes.endpoints() {
         let keys = resolve_keys(secrets, tenant, config);
-        desired.insert(
-            EndpointKey::new(tenant, &config.name),
-            EndpointState {
-                config: config.clone(),
-                keys,
-            },
-        );
+        let key = EndpointKey::new(tenant, &config.name);
+        let state = EndpointState {
+            config: config.clone(),
+            keys,
+            disabled: disabled.contains(&key),
+        };
+        desired.insert(key, state);
     }
     workers.retain(|key, worker| {
         let keep = desired.contains_key(key);
         if !keep {
             tracing::info!(endpoint = %key, "endpoint removed; stopping its delivery (queued jobs stay queued)");
             worker.cancel.cancel();
+            ctx.metrics.forget_endpoint(&key.tenant, &key.name);
         }
         keep
     });
@@ -178,15 +206,28 @@ fn resolve_keys(
         .map_err(|e| format!("Secret {:?} key {:?}: {e}", location.name, location.key))
 }
 
-fn publish_pending(metrics: &Metrics, workers: &HashMap<EndpointKey, WorkerHandle>) {
+/// Sets `webhook_pending_deliveries` per served tenant, and drops tenants no longer served.
+fn publish_pending(
+    metrics: &Metrics,
+    workers: &HashMap<EndpointKey, WorkerHandle>,
+    published: &mut BTreeSet<String>,
+) {
     let mut by_tenant: BTreeMap<&str, u64> = BTreeMap::new();
     for (key, worker) in workers {
         *by_tenant.entry(&key.tenant).or_default() += worker.pending.load(Ordering::Relaxed);
     }
+    for gone in published
+        .iter()
+        .filter(|t| !by_tenant.contains_key(t.as_str()))
+    {
+        metrics.pending_deliveries.remove(&Metrics::tenant(gone));
+    }
+    published.clear();
     for (tenant, pending) in by_tenant {
         metrics
             .pending_deliveries
             .get_or_create(&Metrics::tenant(tenant))
             .set(pending as i64);
+        published.insert(tenant.to_owned());
     }
 }

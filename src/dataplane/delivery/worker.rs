@@ -3,11 +3,14 @@
 //!
 //! Every endpoint has its own durable consumer, so a slow or failing endpoint only ever holds
 //! its own jobs; a retry is a delayed redelivery (`NAK` with delay), not a sleeping task.
+//! A circuit breaker (see [`super::breaker`]) stops fetching from an endpoint that keeps
+//! failing and probes it instead; an auto-disabled endpoint, like a paused one, fetches nothing.
 
 use std::{
+    collections::HashMap,
     num::NonZeroU32,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -20,7 +23,11 @@ use jiff::Timestamp;
 use tokio::{sync::watch, task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::{DeliveryContext, EndpointState, attempt, backoff::retry_delay};
+use super::{
+    DeliveryContext, EndpointState, attempt,
+    backoff::retry_delay,
+    breaker::{Admission, CircuitBreaker, Permit, Transition},
+};
 use crate::{
     dataplane::{
         attempt_log::{AttemptRecord, Outcome},
@@ -37,6 +44,55 @@ const PULL_EXPIRY: Duration = Duration::from_secs(2);
 /// Slack on top of the request timeout before JetStream redelivers an unacknowledged job.
 /// Short, because it is also how long the jobs of a crashed process wait to come back.
 const ACK_SLACK: Duration = Duration::from_secs(5);
+/// Delay of a job given back unattempted because the circuit opened: past the pull that
+/// fetched it, so that pull cannot fetch it again.
+const HOLD_BACK_DELAY: Duration = Duration::from_secs(3);
+/// Bound on the held-back bookkeeping (jobs given back, by stream sequence).
+const MAX_HELD_BACK: usize = 50_000;
+
+/// The breaker of one endpoint, shared by its loop and its attempts; keeps the
+/// `webhook_circuit_open` gauge in step.
+struct Breaker {
+    key: EndpointKey,
+    metrics: Arc<Metrics>,
+    state: Mutex<CircuitBreaker>,
+}
+
+impl Breaker {
+    fn with<T>(&self, f: impl FnOnce(&mut CircuitBreaker) -> T) -> T {
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn record(&self, succeeded: bool) {
+        let transition = self.with(|b| b.record(succeeded, Instant::now()));
+        let gauge = self
+            .metrics
+            .circuit_open
+            .get_or_create(&Metrics::tenant(&self.key.tenant));
+        match transition {
+            Some(Transition::Opened) => {
+                gauge.inc();
+                tracing::warn!(endpoint = %self.key, "circuit opened: consecutive failures reached the threshold; holding the backlog back and probing");
+            }
+            Some(Transition::Closed) => {
+                gauge.dec();
+                tracing::info!(endpoint = %self.key, "circuit closed: a delivery succeeded; sending the backlog");
+            }
+            None => {}
+        }
+    }
+}
+
+impl Drop for Breaker {
+    fn drop(&mut self) {
+        if !self.with(|b| b.is_closed()) {
+            self.metrics
+                .circuit_open
+                .get_or_create(&Metrics::tenant(&self.key.tenant))
+                .dec();
+        }
+    }
+}
 
 pub async fn run(
     ctx: Arc<DeliveryContext>,
@@ -45,10 +101,18 @@ pub async fn run(
     pending: Arc<AtomicU64>,
     cancel: CancellationToken,
 ) {
+    let breaker = Arc::new(Breaker {
+        key: key.clone(),
+        metrics: ctx.metrics.clone(),
+        state: Mutex::new(CircuitBreaker::new(ctx.breaker)),
+    });
+    // Jobs given back unattempted, by stream sequence, with how often: JetStream counts those
+    // deliveries too, and they must not use up the job's attempts.
+    let mut held_back: HashMap<u64, u32> = HashMap::new();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            result = serve(&ctx, &key, &mut state, &pending) => {
+            result = serve(&ctx, &key, &mut state, &pending, &breaker, &mut held_back) => {
                 if let Err(error) = result {
                     tracing::warn!(endpoint = %key, %error, "delivery loop interrupted; retrying");
                 }
@@ -63,10 +127,14 @@ async fn serve(
     key: &EndpointKey,
     state_rx: &mut watch::Receiver<Arc<EndpointState>>,
     pending: &AtomicU64,
+    breaker: &Arc<Breaker>,
+    held_back: &mut HashMap<u64, u32>,
 ) -> Result<(), String> {
     let mut state = state_rx.borrow_and_update().clone();
     let mut consumer = ensure_consumer(&ctx.js, key, &state.config).await?;
     let mut limiter = rate_limiter(&state.config);
+    // A probe of an earlier loop was aborted with it: probe again.
+    breaker.with(|b| b.probe_now(Instant::now()));
     // Dropping the set aborts attempts in flight; their jobs were not acknowledged and return.
     let mut in_flight = JoinSet::new();
     let mut pending_checked: Option<Instant> = None;
@@ -79,6 +147,10 @@ async fn serve(
             if next.config.rate_limit != state.config.rate_limit {
                 limiter = rate_limiter(&next.config);
             }
+            if state.disabled && !next.disabled {
+                tracing::info!(endpoint = %key, "endpoint re-enabled; resuming delivery");
+                breaker.with(|b| b.probe_now(Instant::now()));
+            }
             state = next;
         }
         if pending_checked.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
@@ -89,7 +161,7 @@ async fn serve(
             );
             pending_checked = Some(Instant::now());
         }
-        if state.config.paused || state.keys.is_err() {
+        if state.config.paused || state.disabled || state.keys.is_err() {
             if let Err(problem) = &state.keys {
                 tracing::warn!(endpoint = %key, %problem, "not delivering: no usable signing key");
             }
@@ -98,14 +170,33 @@ async fn serve(
         }
         while in_flight.try_join_next().is_some() {}
         let max_in_flight = state.config.max_in_flight as usize;
-        while in_flight.len() >= max_in_flight {
-            in_flight.join_next().await;
-        }
-        let mut want = max_in_flight - in_flight.len();
-        if let Some(rate) = &state.config.rate_limit {
-            // Pulled jobs wait for the limiter; keep that wait well inside the ack deadline.
-            want = want.min(rate.burst.max(1) as usize);
-        }
+        let want = match breaker.with(|b| b.permit(Instant::now())) {
+            Permit::Batch => {
+                if in_flight.len() >= max_in_flight {
+                    // Then decide afresh: the attempt that ends may have opened the circuit.
+                    in_flight.join_next().await;
+                    continue;
+                }
+                let mut want = max_in_flight - in_flight.len();
+                if let Some(rate) = &state.config.rate_limit {
+                    // Pulled jobs wait for the limiter; keep that wait well inside the ack deadline.
+                    want = want.min(rate.burst.max(1) as usize);
+                }
+                want
+            }
+            Permit::Probe => 1,
+            Permit::WaitUntil(until) => {
+                // Woken by the probe settling, a settings change, or the next probe's time;
+                // at least every 5 s, so the pending gauge stays current.
+                let until = until.min(Instant::now() + Duration::from_secs(5));
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = state_rx.changed() => {}
+                    Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                }
+                continue;
+            }
+        };
         let mut batch = consumer
             .batch()
             .max_messages(want)
@@ -115,6 +206,20 @@ async fn serve(
             .map_err(|e| e.to_string())?;
         while let Some(message) = batch.next().await {
             let message = message.map_err(|e| e.to_string())?;
+            let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+            let given_back = held_back.remove(&sequence).unwrap_or(0);
+            let probe = match breaker.with(|b| b.admit(Instant::now())) {
+                Admission::Send => false,
+                Admission::Probe => true,
+                Admission::HoldBack => {
+                    if held_back.len() >= MAX_HELD_BACK {
+                        held_back.clear();
+                    }
+                    held_back.insert(sequence, given_back + 1);
+                    let _ = message.ack_with(AckKind::Nak(Some(HOLD_BACK_DELAY))).await;
+                    continue;
+                }
+            };
             if let Some(limiter) = &limiter {
                 let waited = Instant::now();
                 limiter.until_ready().await;
@@ -123,7 +228,17 @@ async fn serve(
                     let _ = message.ack_with(AckKind::Progress).await;
                 }
             }
-            in_flight.spawn(deliver(ctx.clone(), key.clone(), state.clone(), message));
+            in_flight.spawn(deliver(
+                ctx.clone(),
+                key.clone(),
+                state.clone(),
+                Fetched {
+                    message,
+                    given_back,
+                    probe,
+                },
+                breaker.clone(),
+            ));
         }
     }
 }
@@ -172,23 +287,50 @@ fn rate_limiter(config: &EndpointConfig) -> Option<DefaultDirectRateLimiter> {
     ))
 }
 
+/// A job as fetched for one attempt.
+struct Fetched {
+    message: jetstream::Message,
+    /// Times it was given back unattempted (circuit open); not attempts.
+    given_back: u32,
+    /// Sent as the circuit's probe.
+    probe: bool,
+}
+
 /// Delivers one job and settles it. Every path ends in ack, delayed NAK, or (on an internal
 /// error) a short NAK so the job comes back: a job is never dropped.
 async fn deliver(
     ctx: Arc<DeliveryContext>,
     key: EndpointKey,
     state: Arc<EndpointState>,
-    message: jetstream::Message,
+    fetched: Fetched,
+    breaker: Arc<Breaker>,
 ) {
+    let Fetched {
+        message,
+        given_back,
+        probe,
+    } = fetched;
+    // A probe that ends without an HTTP attempt says nothing about the endpoint.
+    let inconclusive = || {
+        if probe {
+            breaker.with(|b| b.probe_inconclusive(Instant::now()));
+        }
+    };
+    // JetStream's delivery count, less the deliveries that only gave the job back.
     let attempt = message
         .info()
-        .map(|i| i.delivered.max(1) as u32)
+        .map(|i| {
+            (i.delivered.max(1) as u32)
+                .saturating_sub(given_back)
+                .max(1)
+        })
         .unwrap_or(1);
     let job = match Job::from_message(message.headers.as_ref(), message.payload.clone()) {
         Ok(job) => job,
         Err(error) => {
             tracing::error!(endpoint = %key, %error, "discarding malformed delivery job");
             let _ = message.ack_with(AckKind::Term).await;
+            inconclusive();
             return;
         }
     };
@@ -196,6 +338,7 @@ async fn deliver(
         let _ = message
             .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
             .await;
+        inconclusive();
         return;
     };
     let config = &state.config;
@@ -208,6 +351,7 @@ async fn deliver(
             "event is older than maxAge {}",
             crate::model::duration::format(policy.max_age)
         );
+        inconclusive();
         (
             AttemptRecord::rejected(&job, "MaxAgeExceeded", why, now),
             None,
@@ -216,6 +360,7 @@ async fn deliver(
         let report = attempt::send(&ctx.client, config, keys, &job).await;
         let finished = Timestamp::now();
         observe(&ctx.metrics, &key, &report, &job, finished);
+        breaker.record(report.succeeded());
         let mut delay = None;
         let outcome = if report.succeeded() {
             Outcome::Delivered
@@ -284,12 +429,15 @@ async fn settle(
             time: record.time,
         };
         publisher::dead_letter(&ctx.js, key, job, &letter).await?;
+        publisher::record_attempt(&ctx.js, key, record).await?;
+        // Counted once both are stored: a failed write is retried, and must not count twice.
         let labels = EndpointLabels {
             tenant: key.tenant.clone(),
             endpoint: ctx.metrics.endpoint_label(&key.name),
         };
         ctx.metrics.dead_lettered.get_or_create(&labels).inc();
         tracing::warn!(endpoint = %key, event_id = %job.event_id, reason = ?letter.reason, attempts = letter.attempts, "dead-lettered");
+        return Ok(());
     }
     publisher::record_attempt(&ctx.js, key, record).await
 }
