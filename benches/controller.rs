@@ -39,6 +39,7 @@ use webhook_operator::{
         status, subscription,
         workloads::{self, WorkloadSettings},
     },
+    dataplane::replay::ReplayReport,
     model::{EndpointKey, EndpointStats, TenantRoutes, signing_keys::SigningKeys},
     resources::{
         EventSubscription, EventSubscriptionSpec, WebhookEndpoint, WebhookEndpointSpec,
@@ -105,6 +106,13 @@ impl RouteSink for NullSink {
     }
     fn discard_endpoint(&self, _: EndpointKey) -> BoxFuture<'_, Result<(), Error>> {
         async { Ok(()) }.boxed()
+    }
+    fn replay_dead_letters(
+        &self,
+        _: EndpointKey,
+        _: Timestamp,
+    ) -> BoxFuture<'_, Result<ReplayReport, Error>> {
+        async { Ok(ReplayReport::default()) }.boxed()
     }
 }
 

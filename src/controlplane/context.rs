@@ -33,6 +33,7 @@ use super::{
     workloads::WorkloadSettings,
 };
 use crate::{
+    dataplane::replay::ReplayReport,
     model::{EndpointKey, TenantRoutes},
     resources::{
         EventSubscription, WebhookEndpoint,
@@ -40,12 +41,19 @@ use crate::{
     },
 };
 
-/// Where compiled routes are published (the routes bucket in production, a recorder in tests).
+/// The data plane as the controller drives it: where compiled routes are published (the routes
+/// bucket in production, a recorder in tests), and JetStream work asked for through resources.
 pub trait RouteSink: Send + Sync {
     fn publish(&self, routes: TenantRoutes) -> BoxFuture<'_, Result<(), Error>>;
     fn remove(&self, tenant: String) -> BoxFuture<'_, Result<(), Error>>;
     /// Drops an endpoint's queued jobs and counters: its resource was deleted.
     fn discard_endpoint(&self, endpoint: EndpointKey) -> BoxFuture<'_, Result<(), Error>>;
+    /// Queues the endpoint's dead letters since `since` for delivery again.
+    fn replay_dead_letters(
+        &self,
+        endpoint: EndpointKey,
+        since: Timestamp,
+    ) -> BoxFuture<'_, Result<ReplayReport, Error>>;
 }
 
 /// The caches a reconcile reads instead of the API server.

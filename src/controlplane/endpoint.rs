@@ -1,5 +1,6 @@
 //! The WebhookEndpoint reconciler: signing Secret, validation into the Ready condition, routes
-//! and workload of its tenant; on deletion, its routes and queued jobs go.
+//! and workload of its tenant, a requested dead-letter replay; on deletion, its routes and
+//! queued jobs go.
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,6 +21,7 @@ use super::{
     conditions::{Desired, READY},
     context::{Context, backoff_key, created_secret},
     error::Error,
+    replay,
     tenant::{self, MANAGER},
 };
 use crate::{
@@ -78,6 +80,7 @@ async fn apply(
     };
     write_ready(endpoint, &desired, ctx).await?;
     tenant::sync(ctx, namespace, &report).await?;
+    replay::reconcile(endpoint, namespace, ctx).await?;
     Ok(Action::requeue(RESYNC))
 }
 

@@ -12,6 +12,8 @@ pub enum Error {
     Routes { tenant: String, message: String },
     #[error("encoding: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("replaying dead letters of {endpoint}: {message}")]
+    Replay { endpoint: String, message: String },
 }
 
 impl Error {
@@ -20,7 +22,7 @@ impl Error {
             Self::NotNamespaced(_) => "invalid_object",
             Self::Kube(_) => "kubernetes_api",
             Self::Finalizer(_) => "finalizer",
-            Self::Routes { .. } => "nats",
+            Self::Routes { .. } | Self::Replay { .. } => "nats",
             Self::Encode(_) => "encode",
         }
     }

@@ -1,12 +1,16 @@
-//! The production [`RouteSink`]: the routes bucket, and JetStream clean-up for deleted endpoints.
+//! The production [`RouteSink`]: the routes bucket, JetStream clean-up for deleted endpoints,
+//! and dead-letter replays.
 
 use async_nats::jetstream::{self, kv};
 use futures::{FutureExt, future::BoxFuture};
+use jiff::Timestamp;
 
 use super::{context::RouteSink, error::Error};
 use crate::{
     dataplane::{
+        replay::{self, ReplayReport},
         route_store,
+        router::EventLimits,
         topology::{JOBS_STREAM, delivery_consumer, job_subject, stats_key},
     },
     model::{EndpointKey, TenantRoutes},
@@ -16,6 +20,8 @@ pub struct NatsRouteSink {
     pub js: jetstream::Context,
     pub routes: kv::Store,
     pub stats: kv::Store,
+    /// Replayed dead letters are held to the limits events are.
+    pub limits: EventLimits,
 }
 
 fn routes_error(tenant: &str, error: impl std::fmt::Display) -> Error {
@@ -74,6 +80,22 @@ impl RouteSink for NatsRouteSink {
                 .await
                 .map_err(|e| routes_error(&tenant, e))?;
             Ok(())
+        }
+        .boxed()
+    }
+
+    fn replay_dead_letters(
+        &self,
+        endpoint: EndpointKey,
+        since: Timestamp,
+    ) -> BoxFuture<'_, Result<ReplayReport, Error>> {
+        async move {
+            replay::replay_dead_letters(&self.js, &endpoint, Some(since), &self.limits)
+                .await
+                .map_err(|e| Error::Replay {
+                    endpoint: endpoint.to_string(),
+                    message: e.to_string(),
+                })
         }
         .boxed()
     }

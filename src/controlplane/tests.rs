@@ -32,11 +32,12 @@ use super::{
     context::{Context, RouteSink, Stores},
     endpoint::{self, FINALIZER},
     error::Error,
+    replay::{REPLAY_ANNOTATION, REPLAY_MANAGER},
     status, subscription,
     workloads::{self, WorkloadSettings},
 };
 use crate::{
-    dataplane::stats::StatsView,
+    dataplane::{replay::ReplayReport, stats::StatsView},
     model::{EndpointKey, EndpointStats, TenantRoutes, signing_keys::SigningKeys},
     resources::{
         EventSubscription, EventSubscriptionSpec, WebhookEndpoint, WebhookEndpointSpec,
@@ -48,6 +49,7 @@ use crate::{
 struct Call {
     method: String,
     path: String,
+    query: String,
     body: Value,
 }
 
@@ -72,6 +74,7 @@ impl ApiServer {
                 this.calls.lock().unwrap().push(Call {
                     method: parts.method.to_string(),
                     path: path.clone(),
+                    query: parts.uri.query().unwrap_or_default().to_owned(),
                     body: body.clone(),
                 });
                 let base = path.trim_end_matches("/status").to_owned();
@@ -145,7 +148,11 @@ struct RecordingSink {
     published: Mutex<Vec<TenantRoutes>>,
     removed: Mutex<Vec<String>>,
     discarded: Mutex<Vec<EndpointKey>>,
+    replayed: Mutex<Vec<(EndpointKey, Timestamp)>>,
 }
+
+/// Dead letters every recorded replay reports as queued again.
+const REPLAYED: u64 = 3;
 
 impl RouteSink for RecordingSink {
     fn publish(&self, routes: TenantRoutes) -> BoxFuture<'_, Result<(), Error>> {
@@ -159,6 +166,20 @@ impl RouteSink for RecordingSink {
     fn discard_endpoint(&self, endpoint: EndpointKey) -> BoxFuture<'_, Result<(), Error>> {
         self.discarded.lock().unwrap().push(endpoint);
         async { Ok(()) }.boxed()
+    }
+    fn replay_dead_letters(
+        &self,
+        endpoint: EndpointKey,
+        since: Timestamp,
+    ) -> BoxFuture<'_, Result<ReplayReport, Error>> {
+        self.replayed.lock().unwrap().push((endpoint, since));
+        async {
+            Ok(ReplayReport {
+                replayed: REPLAYED,
+                skipped: 0,
+            })
+        }
+        .boxed()
     }
 }
 
@@ -590,5 +611,116 @@ async fn status_is_folded_at_most_once_per_interval() {
             .last()
             .map(|c| c.body["status"]["delivered"] != json!(0)),
         Some(true)
+    );
+}
+
+/// A valid endpoint whose status already shows it Ready: reconciles write nothing else.
+fn ready_endpoint(f: &mut Fixture) -> WebhookEndpoint {
+    let mut e = endpoint("orders", "https://orders.example", true);
+    let ready = Desired::new(
+        READY,
+        true,
+        "Active",
+        "Valid; events of subscribed types are delivered.",
+    );
+    e.status = Some(crate::resources::WebhookEndpointStatus {
+        observed_generation: Some(1),
+        conditions: vec![ready.to_condition(&[], Some(1), Timestamp::now())],
+        ..Default::default()
+    });
+    f.add_secret("orders-signing");
+    f.add_current_workload();
+    e
+}
+
+#[tokio::test]
+async fn a_replay_annotation_is_acted_on_once_and_recorded_in_status() {
+    let mut f = Fixture::new();
+    let mut e = ready_endpoint(&mut f);
+    let since = "2025-01-31T00:00:00Z";
+    e.metadata.annotations = Some([(REPLAY_ANNOTATION.to_string(), since.to_string())].into());
+    f.add_endpoint(&e);
+    endpoint::reconcile(Arc::new(e.clone()), f.ctx.clone())
+        .await
+        .expect("reconcile");
+
+    assert_eq!(
+        f.sink.replayed.lock().unwrap().as_slice(),
+        [(
+            EndpointKey::new("acme", "orders"),
+            since.parse::<Timestamp>().expect("time")
+        )]
+    );
+    let writes = f.api.writes();
+    assert_eq!(writes.len(), 1, "only the replay record: {writes:?}");
+    let status = &writes[0];
+    assert_eq!(status.method, "PATCH");
+    assert!(status.path.ends_with("/webhookendpoints/orders/status"));
+    assert!(
+        status
+            .query
+            .contains(&format!("fieldManager={REPLAY_MANAGER}")),
+        "its own field manager, so the other writers' fields stay: {}",
+        status.query
+    );
+    let last = &status.body["status"]["lastReplay"];
+    assert_eq!(last["requestedSince"], since);
+    assert_eq!(last["replayed"], REPLAYED);
+    assert!(last["time"].is_string());
+    assert_eq!(
+        status.body["status"].as_object().map(|s| s.len()),
+        Some(1),
+        "nothing but lastReplay: {}",
+        status.body
+    );
+    assert!(
+        f.api
+            .events()
+            .iter()
+            .any(|e| e["reason"] == "DeadLettersReplayed" && e["type"] == "Normal"),
+        "{:?}",
+        f.api.events()
+    );
+
+    // The recorded value is not acted on again.
+    let recorded: crate::resources::webhook_endpoint::LastReplay =
+        serde_json::from_value(last.clone()).expect("lastReplay");
+    if let Some(status) = e.status.as_mut() {
+        status.last_replay = Some(recorded);
+    }
+    f.add_endpoint(&e);
+    endpoint::reconcile(Arc::new(e), f.ctx.clone())
+        .await
+        .expect("reconcile");
+    assert_eq!(f.sink.replayed.lock().unwrap().len(), 1);
+    assert_eq!(f.api.writes().len(), 1, "{:?}", f.api.writes());
+}
+
+#[tokio::test]
+async fn an_invalid_replay_annotation_is_reported_not_acted_on() {
+    let mut f = Fixture::new();
+    let mut e = ready_endpoint(&mut f);
+    e.metadata.annotations =
+        Some([(REPLAY_ANNOTATION.to_string(), "last tuesday".to_string())].into());
+    f.add_endpoint(&e);
+    endpoint::reconcile(Arc::new(e), f.ctx.clone())
+        .await
+        .expect("reconcile");
+    assert!(f.sink.replayed.lock().unwrap().is_empty());
+    let writes = f.api.writes();
+    let last = &writes.last().expect("status").body["status"]["lastReplay"];
+    assert_eq!(last["requestedSince"], "last tuesday");
+    assert_eq!(last["replayed"], 0);
+    assert!(
+        last["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("RFC 3339") && m.contains(REPLAY_ANNOTATION)),
+        "{last}"
+    );
+    assert!(
+        f.api
+            .events()
+            .iter()
+            .any(|e| e["reason"] == "InvalidReplayRequest" && e["type"] == "Warning")
     );
 }

@@ -146,6 +146,25 @@ pub struct WebhookEndpointStatus {
     pub last_failure_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<LastFailure>,
+    /// The last dead-letter replay asked for with the annotation
+    /// `webhook-operator.io/replay-dead-letters`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_replay: Option<LastReplay>,
+}
+
+/// A dead-letter replay the controller carried out (once per annotation value).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastReplay {
+    /// The annotation's value: dead letters dead-lettered at or after this time were replayed.
+    pub requested_since: String,
+    /// When the replay ran.
+    pub time: Time,
+    /// Dead letters queued for delivery again.
+    pub replayed: i64,
+    /// Why nothing was replayed (an invalid time), or what was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 fn default_timeout() -> String {
