@@ -39,6 +39,7 @@ use webhook_operator::{
         status, subscription,
         workloads::{self, WorkloadSettings},
     },
+    dataplane::replay::ReplayReport,
     model::{EndpointKey, EndpointStats, TenantRoutes, signing_keys::SigningKeys},
     resources::{
         EventSubscription, EventSubscriptionSpec, WebhookEndpoint, WebhookEndpointSpec,
@@ -108,6 +109,13 @@ impl RouteSink for NullSink {
     }
     fn enable_endpoint(&self, _: EndpointKey) -> BoxFuture<'_, Result<bool, Error>> {
         async { Ok(false) }.boxed()
+    }
+    fn replay_dead_letters(
+        &self,
+        _: EndpointKey,
+        _: Timestamp,
+    ) -> BoxFuture<'_, Result<ReplayReport, Error>> {
+        async { Ok(ReplayReport::default()) }.boxed()
     }
 }
 

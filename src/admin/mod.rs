@@ -1,4 +1,10 @@
-//! The admin HTTP server: health, readiness, metrics, the endpoint listing and HTTP ingest.
+//! The admin HTTP server: health, readiness, metrics, the endpoint listing and HTTP ingest;
+//! attempts, dead letters, events, replay and send-test in their own files.
+
+mod attempts;
+mod events;
+mod replay;
+mod request;
 
 mod dashboard;
 mod health;
@@ -93,6 +99,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/events/{namespace}/{event_type}", post(ingest_event))
         .merge(dashboard::routes())
         .merge(health::routes())
+        .merge(attempts::routes())
+        .merge(events::routes())
+        .merge(replay::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

@@ -33,6 +33,7 @@ use super::{
     workloads::WorkloadSettings,
 };
 use crate::{
+    dataplane::replay::ReplayReport,
     model::{EndpointKey, TenantRoutes},
     resources::{
         EventSubscription, WebhookEndpoint,
@@ -40,7 +41,8 @@ use crate::{
     },
 };
 
-/// Where compiled routes are published (the routes bucket in production, a recorder in tests).
+/// The data plane as the controller drives it: where compiled routes are published (the routes
+/// bucket in production, a recorder in tests), and JetStream work asked for through resources.
 pub trait RouteSink: Send + Sync {
     fn publish(&self, routes: TenantRoutes) -> BoxFuture<'_, Result<(), Error>>;
     fn remove(&self, tenant: String) -> BoxFuture<'_, Result<(), Error>>;
@@ -48,6 +50,12 @@ pub trait RouteSink: Send + Sync {
     fn discard_endpoint(&self, endpoint: EndpointKey) -> BoxFuture<'_, Result<(), Error>>;
     /// Re-enables an auto-disabled endpoint; returns whether it was disabled.
     fn enable_endpoint(&self, endpoint: EndpointKey) -> BoxFuture<'_, Result<bool, Error>>;
+    /// Queues the endpoint's dead letters since `since` for delivery again.
+    fn replay_dead_letters(
+        &self,
+        endpoint: EndpointKey,
+        since: Timestamp,
+    ) -> BoxFuture<'_, Result<ReplayReport, Error>>;
 }
 
 /// The caches a reconcile reads instead of the API server.

@@ -2,9 +2,7 @@
 //!
 //! Acted on once per value: the value handled is recorded in `status.lastEnable`, and a value
 //! that differs from it is a new request. The reconciler's watch lets a change of this
-//! annotation through (see [`requested`]), while status writes still do not trigger it.
-
-use std::hash::{DefaultHasher, Hash, Hasher};
+//! annotation through (see [`super::replay::operator_annotations`]), while status writes still do not trigger it.
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -23,16 +21,6 @@ use crate::{
 pub const ENABLE_ANNOTATION: &str = "webhook-operator.io/enable";
 /// Field manager of `status.lastEnable` (its own, so applying it leaves other status fields be).
 pub const ENABLE_MANAGER: &str = "webhook-operator-enable";
-
-/// Watch predicate: the annotation's value, so setting or changing it triggers a reconcile.
-pub fn requested(endpoint: &WebhookEndpoint) -> Option<u64> {
-    let mut hasher = DefaultHasher::new();
-    endpoint
-        .annotations()
-        .get(ENABLE_ANNOTATION)
-        .hash(&mut hasher);
-    Some(hasher.finish())
-}
 
 /// The annotation value not yet acted on, if any.
 pub fn pending_request(endpoint: &WebhookEndpoint) -> Option<&str> {

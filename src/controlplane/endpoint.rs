@@ -1,5 +1,6 @@
 //! The WebhookEndpoint reconciler: signing Secret, validation into the Ready condition, routes
-//! and workload of its tenant; on deletion, its routes and queued jobs go.
+//! and workload of its tenant, a requested dead-letter replay; on deletion, its routes and
+//! queued jobs go.
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,6 +22,7 @@ use super::{
     context::{Context, backoff_key, created_secret},
     enable,
     error::Error,
+    replay,
     tenant::{self, MANAGER},
 };
 use crate::{
@@ -80,6 +82,7 @@ async fn apply(
     };
     write_ready(endpoint, &desired, ctx).await?;
     tenant::sync(ctx, namespace, &report).await?;
+    replay::reconcile(endpoint, namespace, ctx).await?;
     Ok(Action::requeue(RESYNC))
 }
 

@@ -14,6 +14,8 @@ pub enum Error {
     Encode(#[from] serde_json::Error),
     #[error(transparent)]
     Enable(#[from] crate::dataplane::stats::EnableError),
+    #[error("replaying dead letters of {endpoint}: {message}")]
+    Replay { endpoint: String, message: String },
 }
 
 impl Error {
@@ -22,7 +24,7 @@ impl Error {
             Self::NotNamespaced(_) => "invalid_object",
             Self::Kube(_) => "kubernetes_api",
             Self::Finalizer(_) => "finalizer",
-            Self::Routes { .. } => "nats",
+            Self::Routes { .. } | Self::Replay { .. } => "nats",
             Self::Encode(_) => "encode",
             Self::Enable(_) => "nats",
         }

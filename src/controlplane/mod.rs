@@ -10,6 +10,7 @@ pub mod enable;
 pub mod endpoint;
 pub mod error;
 pub mod leader;
+pub mod replay;
 pub mod route_sink;
 pub mod status;
 pub mod subscription;
@@ -143,8 +144,9 @@ async fn lead(
         workloads::MANAGED_BY
     ));
 
-    // Status writes do not bump metadata.generation: filtering on generation (and finalizers)
-    // keeps the status writer from re-triggering reconciles. Request annotations pass too.
+    // Status writes do not bump metadata.generation: filtering on generation (and finalizers,
+    // and the operator's own annotations, which ask for actions) keeps the status writer from
+    // re-triggering reconciles.
     let endpoints = watcher(Api::<WebhookEndpoint>::all(client.clone()), wc.clone())
         .default_backoff()
         .reflect(endpoint_writer)
@@ -152,7 +154,7 @@ async fn lead(
         .predicate_filter(
             predicates::generation
                 .combine(predicates::finalizers)
-                .combine(enable::requested),
+                .combine(replay::operator_annotations),
             Default::default(),
         );
     let subscriptions = watcher(Api::<EventSubscription>::all(client.clone()), wc.clone())
@@ -185,6 +187,7 @@ async fn lead(
         js: connected.js.clone(),
         routes: connected.topology.routes.clone(),
         stats: connected.topology.stats.clone(),
+        limits: args.pipeline.event_limits(),
     });
     let recorder = Recorder::new(
         client.clone(),

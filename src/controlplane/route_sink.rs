@@ -1,12 +1,17 @@
-//! The production [`RouteSink`]: the routes bucket, and JetStream clean-up for deleted endpoints.
+//! The production [`RouteSink`]: the routes bucket, JetStream clean-up for deleted endpoints,
+//! and dead-letter replays.
 
 use async_nats::jetstream::{self, kv};
 use futures::{FutureExt, future::BoxFuture};
+use jiff::Timestamp;
 
 use super::{context::RouteSink, error::Error};
 use crate::{
     dataplane::{
-        route_store, stats,
+        replay::{self, ReplayReport},
+        route_store,
+        router::EventLimits,
+        stats,
         topology::{JOBS_STREAM, delivery_consumer, job_subject, stats_key},
     },
     model::{EndpointKey, TenantRoutes},
@@ -16,6 +21,8 @@ pub struct NatsRouteSink {
     pub js: jetstream::Context,
     pub routes: kv::Store,
     pub stats: kv::Store,
+    /// Replayed dead letters are held to the limits events are.
+    pub limits: EventLimits,
 }
 
 fn routes_error(tenant: &str, error: impl std::fmt::Display) -> Error {
@@ -80,5 +87,21 @@ impl RouteSink for NatsRouteSink {
 
     fn enable_endpoint(&self, endpoint: EndpointKey) -> BoxFuture<'_, Result<bool, Error>> {
         async move { Ok(stats::enable(&self.stats, &endpoint).await?) }.boxed()
+    }
+
+    fn replay_dead_letters(
+        &self,
+        endpoint: EndpointKey,
+        since: Timestamp,
+    ) -> BoxFuture<'_, Result<ReplayReport, Error>> {
+        async move {
+            replay::replay_dead_letters(&self.js, &endpoint, Some(since), &self.limits)
+                .await
+                .map_err(|e| Error::Replay {
+                    endpoint: endpoint.to_string(),
+                    message: e.to_string(),
+                })
+        }
+        .boxed()
     }
 }

@@ -32,11 +32,12 @@ use super::{
     context::{Context, RouteSink, Stores},
     endpoint::{self, FINALIZER},
     error::Error,
+    replay::{REPLAY_ANNOTATION, REPLAY_MANAGER},
     status, subscription,
     workloads::{self, WorkloadSettings},
 };
 use crate::{
-    dataplane::stats::StatsView,
+    dataplane::{replay::ReplayReport, stats::StatsView},
     model::{EndpointKey, EndpointStats, TenantRoutes, signing_keys::SigningKeys},
     resources::{
         EventSubscription, EventSubscriptionSpec, WebhookEndpoint, WebhookEndpointSpec,
@@ -48,6 +49,7 @@ use crate::{
 struct Call {
     method: String,
     path: String,
+    query: String,
     body: Value,
 }
 
@@ -72,6 +74,7 @@ impl ApiServer {
                 this.calls.lock().unwrap().push(Call {
                     method: parts.method.to_string(),
                     path: path.clone(),
+                    query: parts.uri.query().unwrap_or_default().to_owned(),
                     body: body.clone(),
                 });
                 let base = path.trim_end_matches("/status").to_owned();
@@ -146,7 +149,11 @@ struct RecordingSink {
     removed: Mutex<Vec<String>>,
     discarded: Mutex<Vec<EndpointKey>>,
     enabled: Mutex<Vec<EndpointKey>>,
+    replayed: Mutex<Vec<(EndpointKey, Timestamp)>>,
 }
+
+/// Dead letters every recorded replay reports as queued again.
+const REPLAYED: u64 = 3;
 
 impl RouteSink for RecordingSink {
     fn publish(&self, routes: TenantRoutes) -> BoxFuture<'_, Result<(), Error>> {
@@ -164,6 +171,20 @@ impl RouteSink for RecordingSink {
     fn enable_endpoint(&self, endpoint: EndpointKey) -> BoxFuture<'_, Result<bool, Error>> {
         self.enabled.lock().unwrap().push(endpoint);
         async { Ok(true) }.boxed()
+    }
+    fn replay_dead_letters(
+        &self,
+        endpoint: EndpointKey,
+        since: Timestamp,
+    ) -> BoxFuture<'_, Result<ReplayReport, Error>> {
+        self.replayed.lock().unwrap().push((endpoint, since));
+        async {
+            Ok(ReplayReport {
+                replayed: REPLAYED,
+                skipped: 0,
+            })
+        }
+        .boxed()
     }
 }
 
@@ -602,7 +623,7 @@ async fn status_is_folded_at_most_once_per_interval() {
 
 #[tokio::test]
 async fn the_enable_annotation_re_enables_once_per_value() {
-    use super::enable::{self, ENABLE_ANNOTATION};
+    use super::{enable::ENABLE_ANNOTATION, replay::operator_annotations};
     use crate::resources::webhook_endpoint::LastEnable;
 
     let mut f = Fixture::new();
@@ -618,7 +639,7 @@ async fn the_enable_annotation_re_enables_once_per_value() {
         conditions: vec![ready.to_condition(&[], Some(1), Timestamp::now())],
         ..Default::default()
     });
-    let plain = enable::requested(&e);
+    let plain = operator_annotations(&e);
     e.metadata.annotations = Some(
         [(
             ENABLE_ANNOTATION.to_string(),
@@ -627,7 +648,7 @@ async fn the_enable_annotation_re_enables_once_per_value() {
         .into(),
     );
     assert_ne!(
-        enable::requested(&e),
+        operator_annotations(&e),
         plain,
         "setting the annotation passes the watch filter"
     );
@@ -657,7 +678,7 @@ async fn the_enable_annotation_re_enables_once_per_value() {
 
     // The status now shows the request as handled: a status write neither triggers the
     // reconciler nor, when it runs anyway, a second re-enable.
-    let before_status = enable::requested(&e);
+    let before_status = operator_annotations(&e);
     if let Some(status) = e.status.as_mut() {
         status.last_enable = Some(LastEnable {
             requested: "2026-11-23T10:00:00Z".into(),
@@ -665,7 +686,7 @@ async fn the_enable_annotation_re_enables_once_per_value() {
             was_disabled: true,
         });
     }
-    assert_eq!(enable::requested(&e), before_status);
+    assert_eq!(operator_annotations(&e), before_status);
     f.add_endpoint(&e);
     endpoint::reconcile(Arc::new(e.clone()), f.ctx.clone())
         .await
@@ -686,4 +707,115 @@ async fn the_enable_annotation_re_enables_once_per_value() {
         .await
         .expect("reconcile");
     assert_eq!(f.sink.enabled.lock().unwrap().len(), 2);
+}
+
+/// A valid endpoint whose status already shows it Ready: reconciles write nothing else.
+fn ready_endpoint(f: &mut Fixture) -> WebhookEndpoint {
+    let mut e = endpoint("orders", "https://orders.example", true);
+    let ready = Desired::new(
+        READY,
+        true,
+        "Active",
+        "Valid; events of subscribed types are delivered.",
+    );
+    e.status = Some(crate::resources::WebhookEndpointStatus {
+        observed_generation: Some(1),
+        conditions: vec![ready.to_condition(&[], Some(1), Timestamp::now())],
+        ..Default::default()
+    });
+    f.add_secret("orders-signing");
+    f.add_current_workload();
+    e
+}
+
+#[tokio::test]
+async fn a_replay_annotation_is_acted_on_once_and_recorded_in_status() {
+    let mut f = Fixture::new();
+    let mut e = ready_endpoint(&mut f);
+    let since = "2025-01-31T00:00:00Z";
+    e.metadata.annotations = Some([(REPLAY_ANNOTATION.to_string(), since.to_string())].into());
+    f.add_endpoint(&e);
+    endpoint::reconcile(Arc::new(e.clone()), f.ctx.clone())
+        .await
+        .expect("reconcile");
+
+    assert_eq!(
+        f.sink.replayed.lock().unwrap().as_slice(),
+        [(
+            EndpointKey::new("acme", "orders"),
+            since.parse::<Timestamp>().expect("time")
+        )]
+    );
+    let writes = f.api.writes();
+    assert_eq!(writes.len(), 1, "only the replay record: {writes:?}");
+    let status = &writes[0];
+    assert_eq!(status.method, "PATCH");
+    assert!(status.path.ends_with("/webhookendpoints/orders/status"));
+    assert!(
+        status
+            .query
+            .contains(&format!("fieldManager={REPLAY_MANAGER}")),
+        "its own field manager, so the other writers' fields stay: {}",
+        status.query
+    );
+    let last = &status.body["status"]["lastReplay"];
+    assert_eq!(last["requestedSince"], since);
+    assert_eq!(last["replayed"], REPLAYED);
+    assert!(last["time"].is_string());
+    assert_eq!(
+        status.body["status"].as_object().map(|s| s.len()),
+        Some(1),
+        "nothing but lastReplay: {}",
+        status.body
+    );
+    assert!(
+        f.api
+            .events()
+            .iter()
+            .any(|e| e["reason"] == "DeadLettersReplayed" && e["type"] == "Normal"),
+        "{:?}",
+        f.api.events()
+    );
+
+    // The recorded value is not acted on again.
+    let recorded: crate::resources::webhook_endpoint::LastReplay =
+        serde_json::from_value(last.clone()).expect("lastReplay");
+    if let Some(status) = e.status.as_mut() {
+        status.last_replay = Some(recorded);
+    }
+    f.add_endpoint(&e);
+    endpoint::reconcile(Arc::new(e), f.ctx.clone())
+        .await
+        .expect("reconcile");
+    assert_eq!(f.sink.replayed.lock().unwrap().len(), 1);
+    assert_eq!(f.api.writes().len(), 1, "{:?}", f.api.writes());
+}
+
+#[tokio::test]
+async fn an_invalid_replay_annotation_is_reported_not_acted_on() {
+    let mut f = Fixture::new();
+    let mut e = ready_endpoint(&mut f);
+    e.metadata.annotations =
+        Some([(REPLAY_ANNOTATION.to_string(), "last tuesday".to_string())].into());
+    f.add_endpoint(&e);
+    endpoint::reconcile(Arc::new(e), f.ctx.clone())
+        .await
+        .expect("reconcile");
+    assert!(f.sink.replayed.lock().unwrap().is_empty());
+    let writes = f.api.writes();
+    let last = &writes.last().expect("status").body["status"]["lastReplay"];
+    assert_eq!(last["requestedSince"], "last tuesday");
+    assert_eq!(last["replayed"], 0);
+    assert!(
+        last["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("RFC 3339") && m.contains(REPLAY_ANNOTATION)),
+        "{last}"
+    );
+    assert!(
+        f.api
+            .events()
+            .iter()
+            .any(|e| e["reason"] == "InvalidReplayRequest" && e["type"] == "Warning")
+    );
 }

@@ -13,8 +13,12 @@ use super::job::Job;
 #[serde(rename_all = "snake_case")]
 pub enum AttemptResult {
     Success,
+    // Spelled as the metric label; `snake_case` alone would say `http3xx` (as early records do).
+    #[serde(rename = "http_3xx", alias = "http3xx")]
     Http3xx,
+    #[serde(rename = "http_4xx", alias = "http4xx")]
     Http4xx,
+    #[serde(rename = "http_5xx", alias = "http5xx")]
     Http5xx,
     Timeout,
     ConnectError,
@@ -61,7 +65,12 @@ impl AttemptResult {
 #[serde(rename_all = "camelCase", tag = "state")]
 pub enum Outcome {
     Delivered,
-    Retrying { next_attempt_time: Timestamp },
+    Retrying {
+        // `rename_all` above names the variants only; records written before this field was
+        // renamed used the Rust name.
+        #[serde(rename = "nextAttemptTime", alias = "next_attempt_time")]
+        next_attempt_time: Timestamp,
+    },
     DeadLettered,
 }
 
@@ -109,5 +118,44 @@ impl AttemptRecord {
 
     pub fn duration(&self) -> Duration {
         Duration::from_millis(self.duration_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_are_spelled_as_their_labels() {
+        for result in AttemptResult::ALL {
+            assert_eq!(
+                serde_json::to_value(result).unwrap_or_default(),
+                serde_json::json!(result.as_label())
+            );
+        }
+        let old: AttemptResult =
+            serde_json::from_str(r#""http5xx""#).unwrap_or(AttemptResult::Error);
+        assert_eq!(old, AttemptResult::Http5xx);
+    }
+
+    #[test]
+    fn outcomes_are_camel_case_and_old_records_still_read() {
+        let retrying = Outcome::Retrying {
+            next_attempt_time: Timestamp::UNIX_EPOCH,
+        };
+        let json = serde_json::to_value(&retrying).unwrap_or_default();
+        assert_eq!(
+            json,
+            serde_json::json!({"state": "retrying", "nextAttemptTime": "1970-01-01T00:00:00Z"})
+        );
+        let old: Outcome = serde_json::from_str(
+            r#"{"state":"retrying","next_attempt_time":"1970-01-01T00:00:00Z"}"#,
+        )
+        .unwrap_or(Outcome::Delivered);
+        assert_eq!(old, retrying);
+        assert_eq!(
+            serde_json::to_value(Outcome::DeadLettered).unwrap_or_default(),
+            serde_json::json!({"state": "deadLettered"})
+        );
     }
 }

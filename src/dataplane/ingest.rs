@@ -3,8 +3,11 @@
 use async_nats::{HeaderMap, jetstream};
 use bytes::Bytes;
 
-use super::topology::event_subject;
-use crate::model::event_type::validate_event_type;
+use super::{job::TARGET_ENDPOINT, topology::event_subject};
+use crate::model::{EndpointKey, event_type::validate_event_type};
+
+/// Event type of a send-test event unless another is asked for.
+pub const TEST_EVENT_TYPE: &str = "webhook.test";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -83,6 +86,50 @@ pub async fn publish(
     Ok(Accepted {
         id,
         duplicate: ack.duplicate,
+    })
+}
+
+/// A synthetic event for one endpoint (send-test): stored in the events stream like any event,
+/// but routed to that endpoint only (header `Webhook-Target-Endpoint`), whatever it subscribes
+/// to; signed and delivered like any other. The default payload says what it is.
+pub async fn publish_test(
+    js: &jetstream::Context,
+    endpoint: &EndpointKey,
+    event_type: Option<&str>,
+    payload: Option<serde_json::Value>,
+) -> Result<Accepted, IngestError> {
+    let event_type = event_type.unwrap_or(TEST_EVENT_TYPE);
+    validate_event_type(event_type).map_err(|e| IngestError::InvalidEventType {
+        event_type: event_type.into(),
+        reason: e.to_string(),
+    })?;
+    let id = format!("test_{}", uuid::Uuid::now_v7().simple());
+    let payload = payload.unwrap_or_else(|| {
+        serde_json::json!({
+            "type": event_type,
+            "test": true,
+            "namespace": endpoint.tenant,
+            "endpoint": endpoint.name,
+            "timestamp": jiff::Timestamp::now(),
+        })
+    });
+    let body = serde_json::to_vec(&payload).map_err(|e| IngestError::Publish(e.to_string()))?;
+    let mut headers = HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+    headers.insert("Content-Type", "application/json");
+    headers.insert(TARGET_ENDPOINT, endpoint.name.as_str());
+    js.publish_with_headers(
+        event_subject(&endpoint.tenant, event_type),
+        headers,
+        body.into(),
+    )
+    .await
+    .map_err(|e| IngestError::Publish(e.to_string()))?
+    .await
+    .map_err(|e| IngestError::Publish(e.to_string()))?;
+    Ok(Accepted {
+        id,
+        duplicate: false,
     })
 }
 

@@ -16,6 +16,11 @@ pub const DEAD_MESSAGE: &str = "Webhook-Dead-Message";
 pub const DEAD_STATUS: &str = "Webhook-Dead-Status";
 pub const DEAD_ATTEMPTS: &str = "Webhook-Dead-Attempts";
 pub const DEAD_TIME: &str = "Webhook-Dead-Time";
+pub const RESEND_ID: &str = "Webhook-Resend-Id";
+pub const EVENT_PUBLISHED: &str = "Webhook-Event-Published";
+/// On an event: deliver it to this one endpoint of the tenant instead of its subscribers
+/// (how send-test reaches exactly one endpoint).
+pub const TARGET_ENDPOINT: &str = "Webhook-Target-Endpoint";
 
 /// One event on its way to one endpoint.
 #[derive(Debug, Clone)]
@@ -23,9 +28,22 @@ pub struct Job {
     pub event_id: String,
     pub event_type: String,
     pub content_type: String,
-    /// When the event reached the events stream; retry age and latency count from here.
+    /// When the event reached the events stream, or when it was re-sent; retry age and
+    /// latency count from here.
     pub published: Timestamp,
     pub payload: Bytes,
+    /// Set on a job re-sent by replay or redeliver.
+    pub resend: Option<Resend>,
+}
+
+/// What sets a re-sent job apart from the event's first job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resend {
+    /// Part of the job's (and its dead letter's) message id, which would otherwise repeat the
+    /// first job's and be dropped as a duplicate within the deduplication window.
+    pub id: String,
+    /// When the event itself was published.
+    pub event_published: Timestamp,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,15 +54,40 @@ impl Job {
     /// Headers of the job message. `Nats-Msg-Id` makes re-publication by a restarted router a no-op.
     pub fn headers(&self, endpoint: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            format!("{}:{endpoint}", self.event_id).as_str(),
-        );
+        let message_id = match &self.resend {
+            None => format!("{}:{endpoint}", self.event_id),
+            Some(resend) => format!("{}:{endpoint}:{}", self.event_id, resend.id),
+        };
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id.as_str());
         headers.insert(EVENT_ID, self.event_id.as_str());
         headers.insert(EVENT_TYPE, self.event_type.as_str());
         headers.insert(CONTENT_TYPE, self.content_type.as_str());
         headers.insert(PUBLISHED, self.published.to_string().as_str());
+        if let Some(resend) = &self.resend {
+            headers.insert(RESEND_ID, resend.id.as_str());
+            headers.insert(EVENT_PUBLISHED, resend.event_published.to_string().as_str());
+        }
         headers
+    }
+
+    /// When the event was published, whether or not this job is a re-send.
+    pub fn event_published(&self) -> Timestamp {
+        self.resend
+            .as_ref()
+            .map_or(self.published, |r| r.event_published)
+    }
+
+    /// This job sent again: its clock (`maxAge`, latency) restarts at `now`, and `resend_id`
+    /// gives it message ids of its own.
+    pub fn resent(&self, resend_id: String, now: Timestamp) -> Self {
+        Self {
+            published: now,
+            resend: Some(Resend {
+                id: resend_id,
+                event_published: self.event_published(),
+            }),
+            ..self.clone()
+        }
     }
 
     pub fn from_message(
@@ -65,6 +108,15 @@ impl Job {
                 .parse()
                 .map_err(|_| MissingHeader(PUBLISHED))?,
             payload,
+            resend: match get(RESEND_ID) {
+                Ok(id) => Some(Resend {
+                    id,
+                    event_published: get(EVENT_PUBLISHED)?
+                        .parse()
+                        .map_err(|_| MissingHeader(EVENT_PUBLISHED))?,
+                }),
+                Err(_) => None,
+            },
         })
     }
 }
@@ -114,6 +166,7 @@ mod tests {
             content_type: "application/json".into(),
             published: Timestamp::from_second(1_700_000_000).unwrap_or(Timestamp::UNIX_EPOCH),
             payload: Bytes::from_static(b"{}"),
+            resend: None,
         };
         let headers = job.headers("orders");
         assert_eq!(
@@ -127,5 +180,33 @@ mod tests {
         assert_eq!(back.event_id, job.event_id);
         assert_eq!(back.published, job.published);
         assert!(Job::from_message(None, Bytes::new()).is_err());
+    }
+
+    #[test]
+    fn a_resent_job_has_its_own_message_id_and_keeps_the_publication_time() {
+        let job = Job {
+            event_id: "msg_1".into(),
+            event_type: "order.paid".into(),
+            content_type: "application/json".into(),
+            published: Timestamp::from_second(1_700_000_000).unwrap_or(Timestamp::UNIX_EPOCH),
+            payload: Bytes::from_static(b"{}"),
+            resend: None,
+        };
+        let now = Timestamp::from_second(1_700_100_000).unwrap_or(Timestamp::UNIX_EPOCH);
+        let again = job
+            .resent("replay-7".into(), now)
+            .resent("replay-9".into(), now);
+        let headers = again.headers("orders");
+        assert_eq!(
+            headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .map(|v| v.as_str()),
+            Some("msg_1:orders:replay-9")
+        );
+        let back = Job::from_message(Some(&headers), again.payload.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.published, now, "the retry clock restarts");
+        assert_eq!(back.event_published(), job.published);
+        assert_eq!(back.event_id, "msg_1", "the webhook-id stays");
     }
 }

@@ -3,10 +3,14 @@
 
 pub mod attempt_log;
 pub mod delivery;
+pub mod event_index;
 pub mod ingest;
+pub mod inspect;
 pub mod job;
 pub mod publisher;
+pub mod replay;
 pub mod route_store;
 pub mod router;
 pub mod stats;
+pub mod subject_reader;
 pub mod topology;

@@ -1,16 +1,17 @@
-//! The router: reads events, writes one delivery job per subscribed endpoint, then acknowledges
-//! the event. Several routers share the durable consumer; a restarted router re-publishes jobs
-//! that JetStream deduplicates by `Nats-Msg-Id`.
+//! The router: reads events, writes one delivery job per subscribed endpoint and the event's
+//! index entry, then acknowledges the event. Several routers share the durable consumer; a
+//! restarted router re-publishes jobs that JetStream deduplicates by `Nats-Msg-Id`.
 
 use std::{sync::Arc, time::Duration};
 
-use async_nats::jetstream::{self, AckKind, consumer::pull};
+use async_nats::jetstream::{self, AckKind, consumer::pull, kv};
 use futures::{StreamExt, future::try_join_all};
 use jiff::Timestamp;
 
 use super::{
     attempt_log::AttemptRecord,
-    job::{DeadLetter, Job},
+    event_index::{self, IndexedEvent},
+    job::{DeadLetter, Job, TARGET_ENDPOINT},
     publisher::{self, PublishError},
     route_store::{self, RoutesRx},
     topology::{EVENTS_STREAM, ROUTER_CONSUMER, job_subject, parse_event_subject},
@@ -35,11 +36,42 @@ impl Default for EventLimits {
     }
 }
 
+/// Why an event can never be delivered, whichever endpoint it goes to: `(reason, message)`.
+/// Re-sent jobs (replay, redeliver) are held to the same rules.
+pub fn rejection(job: &Job, limits: &EventLimits) -> Option<(&'static str, String)> {
+    if job.payload.len() > limits.max_payload_bytes {
+        return Some((
+            "PayloadTooLarge",
+            format!(
+                "payload of {} bytes exceeds the limit of {} bytes",
+                job.payload.len(),
+                limits.max_payload_bytes
+            ),
+        ));
+    }
+    let is_json = job.content_type.split(';').next().is_some_and(|t| {
+        let t = t.trim().to_ascii_lowercase();
+        t == "application/json" || t.ends_with("+json")
+    });
+    if is_json && let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&job.payload) {
+        return Some((
+            "InvalidPayload",
+            format!(
+                "payload declared {} is not valid JSON: {error}",
+                job.content_type
+            ),
+        ));
+    }
+    None
+}
+
 /// Events routed concurrently; each holds its event until its jobs are stored.
 const ROUTING_CONCURRENCY: usize = 256;
 
 pub struct Router {
     pub js: jetstream::Context,
+    /// The `webhook-event-index` bucket.
+    pub event_index: kv::Store,
     pub routes: RoutesRx,
     pub metrics: Arc<Metrics>,
     pub limits: EventLimits,
@@ -146,6 +178,7 @@ impl Router {
             content_type: header("Content-Type").unwrap_or_else(|| "application/json".into()),
             published,
             payload: message.payload.clone(),
+            resend: None,
         };
         // Counted once per event: a redelivery (routing failed, or a router crashed) is not new.
         let first_delivery = info.delivered <= 1;
@@ -160,14 +193,33 @@ impl Router {
             .borrow()
             .clone()
             .unwrap_or_else(|| Arc::new(CompiledRoutes::default()));
-        let targets: Vec<EndpointKey> = routes
-            .tenant(tenant)
-            .map(|t| {
-                t.endpoints_for(event_type)
-                    .map(|e| EndpointKey::new(tenant, &e.name))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let targets: Vec<EndpointKey> = match header(TARGET_ENDPOINT) {
+            // A send-test event: that one endpoint, if the tenant has it.
+            Some(name) => routes
+                .tenant(tenant)
+                .and_then(|t| t.routes.endpoint(&name))
+                .map(|e| vec![EndpointKey::new(tenant, &e.name)])
+                .unwrap_or_default(),
+            None => routes
+                .tenant(tenant)
+                .map(|t| {
+                    t.endpoints_for(event_type)
+                        .map(|e| EndpointKey::new(tenant, &e.name))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        let indexed = IndexedEvent {
+            sequence,
+            event_type: event_type.to_owned(),
+            published,
+            endpoints: targets.iter().map(|e| e.name.clone()).collect(),
+        };
+        let index = async {
+            event_index::record(&self.event_index, tenant, &job.event_id, &indexed)
+                .await
+                .map_err(|e| e.to_string())
+        };
         if targets.is_empty() {
             if first_delivery {
                 self.metrics
@@ -175,59 +227,40 @@ impl Router {
                     .get_or_create(&Metrics::tenant(tenant))
                     .inc();
             }
+            // Indexed all the same: "matched no subscription" answers "where is my webhook?".
             tracing::debug!(tenant, event_type, event_id = %job.event_id, "event matched no subscription");
-            return message.ack().await.map_err(|e| e.to_string());
         }
-        let stored = match self.reject_reason(&job) {
-            None => try_join_all(targets.iter().map(|endpoint| self.enqueue(endpoint, &job))).await,
-            Some((reason, why)) => {
-                tracing::warn!(tenant, event_type, event_id = %job.event_id, reason, "{why}; dead-lettering the event");
-                try_join_all(
-                    targets
-                        .iter()
-                        .map(|endpoint| self.reject(endpoint, &job, reason, &why)),
-                )
-                .await
+        let jobs = async {
+            if targets.is_empty() {
+                return Ok(Vec::new());
             }
+            match rejection(&job, &self.limits) {
+                None => {
+                    try_join_all(targets.iter().map(|endpoint| self.enqueue(endpoint, &job))).await
+                }
+                Some((reason, why)) => {
+                    tracing::warn!(tenant, event_type, event_id = %job.event_id, reason, "{why}; dead-lettering the event");
+                    try_join_all(
+                        targets
+                            .iter()
+                            .map(|endpoint| self.reject(endpoint, &job, reason, &why)),
+                    )
+                    .await
+                }
+            }
+            .map_err(|e| e.to_string())
         };
-        match stored {
+        // In parallel: the index entry costs no latency, and the event is acknowledged only
+        // once both are stored.
+        match tokio::try_join!(jobs, index) {
             Ok(_) => message.ack().await.map_err(|e| e.to_string()),
             Err(error) => {
                 let _ = message
                     .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                     .await;
-                Err(error.to_string())
+                Err(error)
             }
         }
-    }
-
-    /// Events that can never be delivered, whichever endpoint they go to.
-    fn reject_reason(&self, job: &Job) -> Option<(&'static str, String)> {
-        if job.payload.len() > self.limits.max_payload_bytes {
-            return Some((
-                "PayloadTooLarge",
-                format!(
-                    "payload of {} bytes exceeds the limit of {} bytes",
-                    job.payload.len(),
-                    self.limits.max_payload_bytes
-                ),
-            ));
-        }
-        let is_json = job.content_type.split(';').next().is_some_and(|t| {
-            let t = t.trim().to_ascii_lowercase();
-            t == "application/json" || t.ends_with("+json")
-        });
-        if is_json && let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&job.payload)
-        {
-            return Some((
-                "InvalidPayload",
-                format!(
-                    "payload declared {} is not valid JSON: {error}",
-                    job.content_type
-                ),
-            ));
-        }
-        None
     }
 
     async fn enqueue(&self, endpoint: &EndpointKey, job: &Job) -> Result<(), PublishError> {

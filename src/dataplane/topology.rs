@@ -8,6 +8,7 @@
 //! | attempt log     | stream    | `WEBHOOK_ATTEMPTS` on `webhook.attempts.<tenant>.<ep>` |
 //! | routes          | KV bucket | `webhook-routes`, key `<tenant>`                  |
 //! | counters        | KV bucket | `webhook-stats`, key `<tenant>.<ep>`              |
+//! | event index     | KV bucket | `webhook-event-index`, key `<tenant>.<base64url(event id)>`, kept as long as events |
 //!
 //! `<ep>` is the endpoint name with `.` replaced by `_` (Kubernetes names never contain `_`,
 //! NATS tokens never contain `.`), so the mapping is one-to-one.
@@ -24,6 +25,7 @@ pub const DEAD_LETTER_STREAM: &str = "WEBHOOK_DEAD_LETTERS";
 pub const ATTEMPTS_STREAM: &str = "WEBHOOK_ATTEMPTS";
 pub const ROUTES_BUCKET: &str = "webhook-routes";
 pub const STATS_BUCKET: &str = "webhook-stats";
+pub const EVENT_INDEX_BUCKET: &str = "webhook-event-index";
 /// Durable consumer shared by every router replica.
 pub const ROUTER_CONSUMER: &str = "router";
 /// Durable consumer of the single stats folder.
@@ -85,6 +87,7 @@ pub enum TopologyError {
 pub struct Topology {
     pub routes: kv::Store,
     pub stats: kv::Store,
+    pub event_index: kv::Store,
 }
 
 /// Who may change stream settings. One process owns them (the controller, or local mode);
@@ -143,26 +146,33 @@ pub async fn ensure(
         }
         .map_err(|source| TopologyError::Stream { name, source })?;
     }
-    let bucket = |name: &'static str, history| kv::Config {
+    let bucket = |name: &'static str, history, max_age| kv::Config {
         bucket: name.into(),
         history,
+        max_age,
         storage: stream::StorageType::File,
         num_replicas: settings.replicas,
         ..Default::default()
     };
-    let open = |name: &'static str, history| async move {
+    let open = |name: &'static str, history, max_age| async move {
         if authority == Authority::Joiner
             && let Ok(store) = js.get_key_value(name).await
         {
             return Ok(store);
         }
-        js.create_or_update_key_value(bucket(name, history))
+        js.create_or_update_key_value(bucket(name, history, max_age))
             .await
             .map_err(|source| TopologyError::Bucket { name, source })
     };
-    let routes = open(ROUTES_BUCKET, 5).await?;
-    let stats = open(STATS_BUCKET, 1).await?;
-    Ok(Topology { routes, stats })
+    let routes = open(ROUTES_BUCKET, 5, Duration::ZERO).await?;
+    let stats = open(STATS_BUCKET, 1, Duration::ZERO).await?;
+    // An event can be looked up for as long as it is kept.
+    let event_index = open(EVENT_INDEX_BUCKET, 1, settings.events_max_age).await?;
+    Ok(Topology {
+        routes,
+        stats,
+        event_index,
+    })
 }
 
 fn base_stream(settings: &TopologySettings) -> stream::Config {

@@ -87,6 +87,7 @@ pub async fn run(args: LocalArgs, cancel: CancellationToken) -> anyhow::Result<(
     tokio::spawn(
         Router {
             js: connected.js.clone(),
+            event_index: connected.topology.event_index.clone(),
             routes: routes.clone(),
             metrics: connected.metrics.clone(),
             limits: args.pipeline.event_limits(),

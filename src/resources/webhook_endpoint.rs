@@ -149,6 +149,10 @@ pub struct WebhookEndpointStatus {
     /// The last `webhook-operator.io/enable` annotation value the controller acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_enable: Option<LastEnable>,
+    /// The last dead-letter replay asked for with the annotation
+    /// `webhook-operator.io/replay-dead-letters`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_replay: Option<LastReplay>,
 }
 
 /// A re-enable requested with the `webhook-operator.io/enable` annotation, as acted on (once
@@ -162,6 +166,21 @@ pub struct LastEnable {
     pub time: Time,
     /// Whether the endpoint was auto-disabled at that moment.
     pub was_disabled: bool,
+}
+
+/// A dead-letter replay the controller carried out (once per annotation value).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastReplay {
+    /// The annotation's value: dead letters dead-lettered at or after this time were replayed.
+    pub requested_since: String,
+    /// When the replay ran.
+    pub time: Time,
+    /// Dead letters queued for delivery again.
+    pub replayed: i64,
+    /// Why nothing was replayed (an invalid time), or what was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 fn default_timeout() -> String {

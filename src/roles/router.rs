@@ -23,6 +23,7 @@ pub async fn run(args: PipelineArgs, cancel: CancellationToken) -> anyhow::Resul
     tokio::spawn(
         Router {
             js: connected.js.clone(),
+            event_index: connected.topology.event_index.clone(),
             routes: routes.clone(),
             metrics: connected.metrics.clone(),
             limits: args.event_limits(),
