@@ -10,6 +10,7 @@ use crate::{
     resources,
     roles::{self, deliver::DeliverArgs},
     telemetry::{self, LogFormat},
+    tenant_api::cli::ApiKeyArgs,
 };
 
 #[derive(Debug, Parser)]
@@ -45,6 +46,8 @@ pub enum Command {
     Deliver(DeliverArgs),
     /// Print the CustomResourceDefinitions (the source of crds/).
     Crdgen,
+    /// Issue tenant API keys.
+    ApiKey(ApiKeyArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -62,6 +65,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Controller(args) => controlplane::run(args, cancel).await,
         Command::Router(args) => roles::router::run(args, cancel).await,
         Command::Deliver(args) => roles::deliver::run(args, cancel).await,
+        Command::ApiKey(args) => crate::tenant_api::cli::run(args).await,
         Command::Crdgen => Ok(()),
     }
 }

@@ -6,6 +6,7 @@
 //! - [`controlplane`]: the Kubernetes operator (reconcilers, status, leader election).
 //! - [`local`]: the pipeline in one process, configured from manifest files.
 //! - [`roles`]: the in-cluster data-plane roles (`router`, `deliver`).
+//! - [`tenant_api`]: customers manage their own endpoints and subscriptions with an API key.
 //! - [`admin`], [`cli`]: the edges.
 
 pub mod admin;
@@ -20,3 +21,4 @@ pub mod pipeline;
 pub mod resources;
 pub mod roles;
 pub mod telemetry;
+pub mod tenant_api;

@@ -44,6 +44,7 @@ use crate::{
     },
     pipeline::{Connected, PipelineArgs},
     resources::{EventSubscription, WebhookEndpoint, compile},
+    tenant_api::{self, TenantApiArgs},
 };
 use context::{Context, Stores};
 use workloads::WorkloadSettings;
@@ -54,6 +55,8 @@ pub struct ControllerArgs {
     pub pipeline: PipelineArgs,
     #[command(flatten)]
     pub workloads: WorkloadSettings,
+    #[command(flatten)]
+    pub tenant_api: TenantApiArgs,
     /// Namespace the operator runs in (delivery Deployments go there too).
     #[arg(long, env = "POD_NAMESPACE", default_value = "webhook-operator")]
     pub namespace: String,
@@ -93,6 +96,13 @@ pub async fn run(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Res
         cancel.clone(),
     ));
     ready_tx.send_replace(true);
+    tenant_api::start_in_cluster(
+        &args.tenant_api,
+        client.clone(),
+        connected.js.clone(),
+        cancel.clone(),
+    )
+    .await?;
 
     let identity = args
         .identity
