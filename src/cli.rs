@@ -13,6 +13,7 @@ use crate::{
     resources,
     roles::{self, deliver::DeliverArgs},
     telemetry::{self, LogFormat},
+    tenant_api::cli::ApiKeyArgs,
 };
 
 #[derive(Debug, Parser)]
@@ -51,6 +52,8 @@ pub enum Command {
     /// The kubectl plugin (`kubectl webhooks ...` when installed as `kubectl-webhooks`):
     /// endpoints, attempts, dead letters, replay, test events.
     Kubectl(PluginArgs),
+    /// Issue tenant API keys.
+    ApiKey(ApiKeyArgs),
 }
 
 /// Parses the command line; invoked as `kubectl-webhooks` (by kubectl, for `kubectl webhooks`),
@@ -95,6 +98,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Controller(args) => controlplane::run(args, cancel).await,
         Command::Router(args) => roles::router::run(args, cancel).await,
         Command::Deliver(args) => roles::deliver::run(args, cancel).await,
+        Command::ApiKey(args) => crate::tenant_api::cli::run(args).await,
         Command::Crdgen | Command::Kubectl(_) => Ok(()),
     }
 }

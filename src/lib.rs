@@ -7,6 +7,7 @@
 //! - [`local`]: the pipeline in one process, configured from manifest files.
 //! - [`roles`]: the in-cluster data-plane roles (`router`, `deliver`).
 //! - [`plugin`]: the kubectl plugin (`kubectl webhooks ...`), a client of the admin API.
+//! - [`tenant_api`]: customers manage their own endpoints and subscriptions with an API key.
 //! - [`admin`], [`cli`]: the edges.
 
 pub mod admin;
@@ -22,3 +23,4 @@ pub mod plugin;
 pub mod resources;
 pub mod roles;
 pub mod telemetry;
+pub mod tenant_api;

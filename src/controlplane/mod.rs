@@ -46,6 +46,7 @@ use crate::{
     },
     pipeline::{Connected, PipelineArgs},
     resources::{EventSubscription, WebhookEndpoint, compile},
+    tenant_api::{self, TenantApiArgs},
 };
 use context::{Context, Stores};
 use workloads::WorkloadSettings;
@@ -59,6 +60,8 @@ pub struct ControllerArgs {
     /// `--auto-disable-after`: the stats folder (on the leader) disables failing endpoints.
     #[command(flatten)]
     pub auto_disable: AutoDisableArgs,
+    #[command(flatten)]
+    pub tenant_api: TenantApiArgs,
     /// Namespace the operator runs in (delivery Deployments go there too).
     #[arg(long, env = "POD_NAMESPACE", default_value = "webhook-operator")]
     pub namespace: String,
@@ -98,6 +101,13 @@ pub async fn run(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Res
         cancel.clone(),
     ));
     ready_tx.send_replace(true);
+    tenant_api::start_in_cluster(
+        &args.tenant_api,
+        client.clone(),
+        connected.js.clone(),
+        cancel.clone(),
+    )
+    .await?;
 
     let identity = args
         .identity

@@ -6,6 +6,7 @@
 //! | delivery jobs   | stream    | `WEBHOOK_JOBS` on `webhook.jobs.<tenant>.<ep>` (work queue) |
 //! | dead letters    | stream    | `WEBHOOK_DEAD_LETTERS` on `webhook.dead.<tenant>.<ep>` |
 //! | attempt log     | stream    | `WEBHOOK_ATTEMPTS` on `webhook.attempts.<tenant>.<ep>` |
+//! | tenant API audit | stream   | `WEBHOOK_AUDIT` on `webhook.audit.<tenant>` (90 d)  |
 //! | routes          | KV bucket | `webhook-routes`, key `<tenant>`                  |
 //! | counters        | KV bucket | `webhook-stats`, key `<tenant>.<ep>`              |
 //! | event index     | KV bucket | `webhook-event-index`, key `<tenant>.<base64url(event id)>`, kept as long as events |
@@ -23,6 +24,7 @@ pub const EVENTS_STREAM: &str = "WEBHOOK_EVENTS";
 pub const JOBS_STREAM: &str = "WEBHOOK_JOBS";
 pub const DEAD_LETTER_STREAM: &str = "WEBHOOK_DEAD_LETTERS";
 pub const ATTEMPTS_STREAM: &str = "WEBHOOK_ATTEMPTS";
+pub const AUDIT_STREAM: &str = "WEBHOOK_AUDIT";
 pub const ROUTES_BUCKET: &str = "webhook-routes";
 pub const STATS_BUCKET: &str = "webhook-stats";
 pub const EVENT_INDEX_BUCKET: &str = "webhook-event-index";
@@ -48,6 +50,7 @@ pub struct TopologySettings {
     pub dead_letter_max_age: Duration,
     pub attempts_max_age: Duration,
     pub attempts_max_bytes: i64,
+    pub audit_max_age: Duration,
     /// Largest message the streams accept; payloads above the delivery limit are still
     /// stored so they can be dead-lettered with a reason instead of refused at publish.
     pub max_message_size: i32,
@@ -63,6 +66,7 @@ impl Default for TopologySettings {
             dead_letter_max_age: Duration::from_secs(30 * 24 * 3600),
             attempts_max_age: Duration::from_secs(7 * 24 * 3600),
             attempts_max_bytes: 1 << 30,
+            audit_max_age: Duration::from_secs(90 * 24 * 3600),
             max_message_size: -1,
         }
     }
@@ -137,6 +141,12 @@ pub async fn ensure(
             max_bytes: settings.attempts_max_bytes,
             ..base_stream(settings)
         },
+        stream::Config {
+            name: AUDIT_STREAM.into(),
+            subjects: vec!["webhook.audit.>".into()],
+            max_age: settings.audit_max_age,
+            ..base_stream(settings)
+        },
     ];
     for config in streams {
         let name = stream_name(&config.name);
@@ -190,6 +200,7 @@ fn stream_name(name: &str) -> &'static str {
         JOBS_STREAM,
         DEAD_LETTER_STREAM,
         ATTEMPTS_STREAM,
+        AUDIT_STREAM,
     ]
     .into_iter()
     .find(|n| *n == name)
@@ -226,6 +237,11 @@ pub fn attempt_subject(key: &EndpointKey) -> String {
         key.tenant,
         endpoint_token(&key.name)
     )
+}
+
+/// Audit records of the tenant API for one tenant.
+pub fn audit_subject(tenant: &str) -> String {
+    format!("webhook.audit.{tenant}")
 }
 
 /// Inverse of [`attempt_subject`].

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use crate::{
     dataplane::delivery::Secrets,
     resources::{EventSubscription, WebhookEndpoint},
+    tenant_api::keys::{API_KEY_LABEL, KeyRecord, record_from_secret},
 };
 
 pub const API_VERSION: &str = "webhook-operator.io/v1alpha1";
@@ -48,6 +49,8 @@ pub struct Manifests {
     pub endpoints: BTreeMap<String, Vec<WebhookEndpoint>>,
     pub subscriptions: BTreeMap<String, Vec<EventSubscription>>,
     pub secrets: Secrets,
+    /// Tenant API keys: Secrets labelled `webhook-operator.io/api-key=true`.
+    pub api_keys: Vec<KeyRecord>,
     pub errors: Vec<ManifestError>,
 }
 
@@ -188,6 +191,13 @@ fn add_document(manifests: &mut Manifests, document: &str) -> Result<(), String>
             // stringData wins over data, as in the API server.
             for (key, value) in secret.string_data.unwrap_or_default() {
                 data.insert(key, value.into_bytes());
+            }
+            let labels = secret.metadata.labels.unwrap_or_default();
+            if labels.get(API_KEY_LABEL).is_some_and(|v| v == "true") {
+                let record = record_from_secret(&namespace, &name, &data)
+                    .map_err(|e| format!("{label} (API key): data {e}"))?;
+                manifests.api_keys.push(record);
+                return Ok(());
             }
             manifests
                 .secrets

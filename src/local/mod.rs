@@ -30,6 +30,7 @@ use crate::{
     model::EndpointKey,
     pipeline::PipelineArgs,
     resources::compile::compile_tenant,
+    tenant_api::{self, TenantApiArgs, local::LocalLink},
 };
 use manifests::Manifests;
 
@@ -47,6 +48,9 @@ pub struct LocalArgs {
     /// `--auto-disable-after`.
     #[command(flatten)]
     pub auto_disable: AutoDisableArgs,
+    /// `--tenant-api-listen`: API-created objects live in memory beside the manifests.
+    #[command(flatten)]
+    pub tenant_api: TenantApiArgs,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
@@ -63,12 +67,15 @@ pub async fn run(args: LocalArgs, cancel: CancellationToken) -> anyhow::Result<(
     let connected = args.pipeline.connect("local", Authority::Owner).await?;
     let (secrets_tx, secrets_rx) = watch::channel(Arc::new(Secrets::new()));
     let (catalog_tx, catalog_rx) = watch::channel(Arc::new(Vec::new()));
+    let tenant_api =
+        tenant_api::start_local(&args.tenant_api, connected.js.clone(), cancel.clone()).await?;
     let mut watcher = ManifestWatcher {
         dir: args.manifests.clone(),
         routes: connected.topology.routes.clone(),
         secrets: secrets_tx,
         catalog: catalog_tx,
         fingerprint: None,
+        tenant_api,
     };
     watcher.refresh().await;
     tokio::spawn(watcher.run(cancel.clone()));
@@ -124,6 +131,8 @@ struct ManifestWatcher {
     secrets: watch::Sender<Arc<Secrets>>,
     catalog: watch::Sender<Arc<Vec<CatalogEntry>>>,
     fingerprint: Option<u64>,
+    /// Objects created through the tenant API, merged into what the files define.
+    tenant_api: LocalLink,
 }
 
 impl ManifestWatcher {
@@ -133,6 +142,7 @@ impl ManifestWatcher {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tick.tick() => self.refresh().await,
+                _ = self.tenant_api.changed() => self.refresh().await,
             }
         }
     }
@@ -148,11 +158,13 @@ impl ManifestWatcher {
         };
         let mut hasher = DefaultHasher::new();
         files.hash(&mut hasher);
+        self.tenant_api.generation().hash(&mut hasher);
         let fingerprint = hasher.finish();
         if self.fingerprint == Some(fingerprint) {
             return;
         }
-        let manifests = manifests::load(&files);
+        let mut manifests = manifests::load(&files);
+        self.tenant_api.merge(&mut manifests);
         for error in &manifests.errors {
             tracing::error!("skipping manifest {error}");
         }

@@ -50,6 +50,10 @@ CONTROLLER_NAMESPACE_PERMISSIONS = {
     *{("apps", "deployments", v) for v in ("get", "list", "watch", "create", "patch", "delete")},
     *{("", "serviceaccounts", v) for v in ("get", "create", "patch", "delete")},
 }
+# ... and with the tenant API on (--tenant-api-listen, env TENANT_API_LISTEN): it writes the custom
+# resources for API-key holders (src/tenant_api/cluster.rs: create, replace, delete).
+TENANT_API_CLUSTER_PERMISSIONS = {("webhook-operator.io", r, v) for r in ("webhookendpoints", "eventsubscriptions")
+                                  for v in ("create", "update", "delete")}
 # What the controller grants each tenant's delivery pods (src/controlplane/workloads.rs): RBAC
 # lets it grant only what it holds itself.
 DELIVERY_TENANT_PERMISSIONS = {("", "secrets", v) for v in ("get", "list", "watch")}
@@ -182,18 +186,25 @@ def bound_to(objects, binding_kind: str, service_account: str) -> list[dict[str,
     return roles
 
 
+def tenant_api_on(objects: list[dict[str, Any]]) -> bool:
+    """Whether the controller serves the tenant API (flag or environment)."""
+    c = container(objects, "-controller")
+    return flag_value(c, "--tenant-api-listen") is not None or "TENANT_API_LISTEN" in env(c)
+
+
 def check_rbac(objects: list[dict[str, Any]], namespace: str) -> None:
     """Least privilege: the controller gets exactly what it uses; routers get nothing."""
     check_no_wildcards(objects)
     controller = one(objects, "Deployment", "-controller")["spec"]["template"]["spec"]
     router = one(objects, "Deployment", "-router")["spec"]["template"]["spec"]
     sa = controller["serviceAccountName"]
+    expected = CONTROLLER_CLUSTER_PERMISSIONS | (TENANT_API_CLUSTER_PERMISSIONS if tenant_api_on(objects) else set())
 
     cluster = set().union(*(granted(r["rules"]) for r in bound_to(objects, "ClusterRoleBinding", sa)))
-    assert cluster == CONTROLLER_CLUSTER_PERMISSIONS, (
+    assert cluster == expected, (
         f"cluster-wide grants differ from what the controller uses:\n"
-        f"  extra:   {sorted(cluster - CONTROLLER_CLUSTER_PERMISSIONS)}\n"
-        f"  missing: {sorted(CONTROLLER_CLUSTER_PERMISSIONS - cluster)}")
+        f"  extra:   {sorted(cluster - expected)}\n"
+        f"  missing: {sorted(expected - cluster)}")
     local_roles = bound_to(objects, "RoleBinding", sa)
     assert all(r["kind"] == "Role" and r["metadata"]["namespace"] == namespace for r in local_roles)
     local = set().union(*(granted(r["rules"]) for r in local_roles))

@@ -26,7 +26,8 @@ MONITORING = {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"releas
 PRIVATE = {"allowPrivateNetworks": True, "allowCidrs": ["10.20.0.0/16", "192.168.1.7"]}
 NETWORK_POLICY = {"networkPolicy": {"enabled": True}, "allowCidrs": ["10.20.0.0/16", "fd00::1"]}
 SINGLE = {"controller": {"replicas": 1, "leaderElection": False}}
-EVERYTHING = {**TLS, **MONITORING, **PRIVATE, **NETWORK_POLICY, **SINGLE,
+TENANT_API = {"tenantApi": {"enabled": True, "port": 9443}}
+EVERYTHING = {**TLS, **MONITORING, **PRIVATE, **NETWORK_POLICY, **SINGLE, **TENANT_API,
               "egressProxy": {"httpsProxy": "http://proxy:3128", "noProxy": ".svc,.cluster.local"},
               "delivery": {"image": {"repository": "registry.example/webhook-operator", "tag": "1.2.3"},
                            "replicas": 3, "natsUrl": "nats://nats-delivery:4222",
@@ -41,6 +42,7 @@ VARIANTS = {
     "private-networks": PRIVATE,
     "network-policy": NETWORK_POLICY,
     "leader-election-off": SINGLE,
+    "tenant-api": TENANT_API,
     "everything": EVERYTHING,
 }
 
@@ -185,6 +187,24 @@ def test_network_policies():
     opened = objects({**NETWORK_POLICY, "allowPrivateNetworks": True})
     delivery = next(p for p in m.of_kind(opened, "NetworkPolicy") if p["metadata"]["name"].endswith("-delivery"))
     assert not any("except" in peer.get("ipBlock", {}) for r in delivery["spec"]["egress"] for peer in r.get("to", []))
+
+
+def test_tenant_api_has_its_own_port_service_and_grants():
+    assert not [o for o in objects({}) if "tenant-api" in o["metadata"]["name"]], "off by default"
+    rendered = objects(EVERYTHING)
+    c = m.container(rendered, "-controller")
+    assert m.flag_value(c, "--tenant-api-listen") == "0.0.0.0:9443"
+    assert {"name": "tenant-api", "containerPort": 9443, "protocol": "TCP"} in c["ports"]
+    service = m.one(rendered, "Service", "-tenant-api")
+    assert service["spec"]["ports"] == [{"name": "tenant-api", "port": 9443, "targetPort": "tenant-api", "protocol": "TCP"}]
+    # Not scraped: the ServiceMonitor selects the controller and router components only.
+    assert service["metadata"]["labels"]["app.kubernetes.io/component"] == "tenant-api"
+    role = m.one(rendered, "ClusterRole", "-tenant-api")
+    assert m.granted(role["rules"]) == m.TENANT_API_CLUSTER_PERMISSIONS
+    controller_policy = next(p for p in m.of_kind(rendered, "NetworkPolicy") if p["metadata"]["name"].endswith("-controller"))
+    assert {"port": 9443, "protocol": "TCP"} in [p for r in controller_policy["spec"]["ingress"] for p in r["ports"]]
+    with pytest.raises(helm.HelmError, match="tenantApi.port must differ from metrics.port"):
+        render({"tenantApi": {"enabled": True, "port": 8080}})
 
 
 def test_leader_election_off_runs_one_replica():

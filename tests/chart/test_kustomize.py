@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from functools import lru_cache
 
@@ -59,6 +60,26 @@ def test_default_installs_what_the_chart_installs():
         (a,), (b,) = ours["template"]["spec"]["containers"], theirs["template"]["spec"]["containers"]
         for field in ("securityContext", "resources", "livenessProbe", "readinessProbe", "ports"):
             assert a[field] == b[field], f"{suffix} container {field} differs from the chart's"
+
+
+def test_tenant_api_component_matches_the_chart(tmp_path):
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    rel = lambda folder: os.path.relpath(ROOT / "config" / folder, overlay)  # noqa: E731
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [rel("default")], "components": [rel("tenant-api")]}))
+    run = subprocess.run([kubectl(), "kustomize", str(overlay)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    rendered = [o for o in m.parse(run.stdout) if o["kind"] != "Namespace"]
+    m.check_all(rendered, NAMESPACE)  # RBAC included: the component grants what the API writes
+    assert m.tenant_api_on(rendered)
+    chart = chart_objects({"tenantApi": {"enabled": True}})
+    assert m.one(rendered, "ClusterRole", "-tenant-api")["rules"] == m.one(chart, "ClusterRole", "-tenant-api")["rules"]
+    ours, theirs = m.container(rendered, "-controller"), m.container(chart, "-controller")
+    by_name = lambda ports: sorted(ports, key=lambda p: p["name"])  # noqa: E731
+    assert by_name(ours["ports"]) == by_name(theirs["ports"])
+    assert m.env(ours)["TENANT_API_LISTEN"] == m.flag_value(theirs, "--tenant-api-listen")
 
 
 def test_image_override_reaches_the_delivery_pods():
