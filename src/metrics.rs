@@ -1,7 +1,8 @@
 //! Prometheus metrics (OpenMetrics text on `/metrics`).
 //!
 //! Label cardinality is bounded: above `max_endpoint_labels` endpoints the `endpoint` label is
-//! recorded as `_overflow`, so a tenant with thousands of endpoints cannot blow up the series count.
+//! recorded as `_overflow`, so a tenant with thousands of endpoints cannot blow up the series count;
+//! the `subscription` label follows the same rule over routed subscriptions.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -20,6 +21,12 @@ pub struct TenantLabels {
 pub struct EndpointLabels {
     pub tenant: String,
     pub endpoint: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubscriptionLabels {
+    pub tenant: String,
+    pub subscription: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,7 +53,9 @@ pub struct Metrics {
     pub delivery_latency: HistogramFamily,
     pub pending_deliveries: Family<TenantLabels, Gauge>,
     pub endpoints: Family<HealthLabels, Gauge>,
+    pub events_filtered: Family<SubscriptionLabels, Counter>,
     endpoint_labels: AtomicBool,
+    subscription_labels: AtomicBool,
     max_endpoint_labels: usize,
 }
 
@@ -70,6 +79,7 @@ impl Metrics {
         let delivery_latency: HistogramFamily = Family::new_with_constructor(seconds_histogram);
         let pending_deliveries = Family::default();
         let endpoints = Family::default();
+        let events_filtered = Family::default();
         registry.register(
             "webhook_events_received",
             "Events read from the events stream",
@@ -112,6 +122,11 @@ impl Metrics {
             "Endpoints by health",
             endpoints.clone(),
         );
+        registry.register(
+            "webhook_events_filtered",
+            "Events a subscription's payload filter turned down",
+            events_filtered.clone(),
+        );
         Self {
             registry,
             events_received,
@@ -122,7 +137,9 @@ impl Metrics {
             delivery_latency,
             pending_deliveries,
             endpoints,
+            events_filtered,
             endpoint_labels: AtomicBool::new(true),
+            subscription_labels: AtomicBool::new(true),
             max_endpoint_labels,
         }
     }
@@ -136,6 +153,21 @@ impl Metrics {
     /// The `endpoint` label value to record, honouring the cardinality cap.
     pub fn endpoint_label(&self, name: &str) -> String {
         if self.endpoint_labels.load(Ordering::Relaxed) {
+            name.to_owned()
+        } else {
+            OVERFLOW_ENDPOINT.to_owned()
+        }
+    }
+
+    /// Called when the number of routed subscriptions changes; the same cap applies.
+    pub fn set_subscription_count(&self, count: usize) {
+        self.subscription_labels
+            .store(count <= self.max_endpoint_labels, Ordering::Relaxed);
+    }
+
+    /// The `subscription` label value to record, honouring the cardinality cap.
+    pub fn subscription_label(&self, name: &str) -> String {
+        if self.subscription_labels.load(Ordering::Relaxed) {
             name.to_owned()
         } else {
             OVERFLOW_ENDPOINT.to_owned()

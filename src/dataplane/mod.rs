@@ -3,6 +3,7 @@
 
 pub mod attempt_log;
 pub mod delivery;
+pub mod inbound;
 pub mod ingest;
 pub mod job;
 pub mod publisher;

@@ -1,6 +1,7 @@
-//! The router: reads events, writes one delivery job per subscribed endpoint, then acknowledges
-//! the event. Several routers share the durable consumer; a restarted router re-publishes jobs
-//! that JetStream deduplicates by `Nats-Msg-Id`.
+//! The router: reads events, writes one delivery job per subscribed endpoint whose filters let
+//! the event through (or a dead letter, when the event or its payload's schema says it can never
+//! be delivered), then acknowledges the event. Several routers share the durable consumer; a
+//! restarted router re-publishes jobs that JetStream deduplicates by `Nats-Msg-Id`.
 
 use std::{sync::Arc, time::Duration};
 
@@ -10,14 +11,18 @@ use jiff::Timestamp;
 
 use super::{
     attempt_log::AttemptRecord,
+    inbound::Inbound,
     job::{DeadLetter, Job},
     publisher::{self, PublishError},
     route_store::{self, RoutesRx},
     topology::{EVENTS_STREAM, ROUTER_CONSUMER, job_subject, parse_event_subject},
 };
 use crate::{
-    metrics::{EndpointLabels, Metrics},
-    model::{CompiledRoutes, EndpointKey},
+    metrics::{EndpointLabels, Metrics, SubscriptionLabels},
+    model::{
+        CompiledRoutes, CompiledTenant, EndpointConfig, EndpointKey, filter::EventView,
+        payload_schema::OnInvalid,
+    },
 };
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +43,29 @@ impl Default for EventLimits {
 /// Events routed concurrently; each holds its event until its jobs are stored.
 const ROUTING_CONCURRENCY: usize = 256;
 
+/// Dead-letter reason of a payload that fails its event type's schema.
+pub const SCHEMA_VALIDATION_FAILED: &str = "SchemaValidationFailed";
+
+/// What routing decided for one event.
+enum Plan {
+    /// No subscription's patterns select it.
+    Unrouted,
+    /// One job per endpoint (none when every filter turned it down).
+    Deliver {
+        job: Job,
+        endpoints: Vec<EndpointKey>,
+        filtered_out: Vec<String>,
+    },
+    /// It can never be delivered: one dead letter per endpoint.
+    Reject {
+        job: Job,
+        endpoints: Vec<EndpointKey>,
+        reason: &'static str,
+        why: String,
+        filtered_out: Vec<String>,
+    },
+}
+
 pub struct Router {
     pub js: jetstream::Context,
     pub routes: RoutesRx,
@@ -52,6 +80,11 @@ impl Router {
             _ = cancel.cancelled() => return,
             _ = route_store::loaded(&mut self.routes) => {}
         }
+        tokio::spawn(count_subscriptions(
+            self.routes.clone(),
+            self.metrics.clone(),
+            cancel.clone(),
+        ));
         let this = Arc::new(self);
         loop {
             tokio::select! {
@@ -127,60 +160,82 @@ impl Router {
                 .await
                 .map_err(|e| e.to_string());
         };
-        let headers = message.headers.as_ref();
-        let header = |name: &str| {
-            headers
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str().to_owned())
-        };
-        let job = Job {
-            // Without a publisher-chosen id, the stream position is the stable identity.
-            event_id: header(async_nats::header::NATS_MESSAGE_ID.as_ref())
-                .unwrap_or_else(|| format!("evt_{stream_created:x}_{sequence}")),
-            event_type: event_type.to_owned(),
-            content_type: header("Content-Type").unwrap_or_else(|| "application/json".into()),
-            published,
-            payload: message.payload.clone(),
-        };
         self.metrics
             .events_received
             .get_or_create(&Metrics::tenant(tenant))
             .inc();
+        let event = Inbound::read(
+            tenant,
+            event_type,
+            message.headers.as_ref(),
+            &message.payload,
+            self.limits.max_payload_bytes,
+            // Without a publisher-chosen id, the stream position is the stable identity.
+            || format!("evt_{stream_created:x}_{sequence}"),
+        );
         let routes = self
             .routes
             .borrow()
             .clone()
             .unwrap_or_else(|| Arc::new(CompiledRoutes::default()));
-        let targets: Vec<EndpointKey> = routes
-            .tenant(tenant)
-            .map(|t| {
-                t.endpoints_for(event_type)
-                    .map(|e| EndpointKey::new(tenant, &e.name))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if targets.is_empty() {
-            self.metrics
-                .events_unrouted
-                .get_or_create(&Metrics::tenant(tenant))
-                .inc();
-            tracing::debug!(tenant, event_type, event_id = %job.event_id, "event matched no subscription");
-            return message.ack().await.map_err(|e| e.to_string());
-        }
-        let stored = match self.reject_reason(&job) {
-            None => try_join_all(targets.iter().map(|endpoint| self.enqueue(endpoint, &job))).await,
-            Some((reason, why)) => {
+        let plan = match routes.tenant(tenant) {
+            Some(compiled) => self.plan(tenant, compiled, &event, published),
+            None => Plan::Unrouted,
+        };
+        let event_type = event.event_type.as_str();
+        let (stored, filtered_out) = match plan {
+            Plan::Unrouted => {
+                self.metrics
+                    .events_unrouted
+                    .get_or_create(&Metrics::tenant(tenant))
+                    .inc();
+                tracing::debug!(tenant, event_type, event_id = %event.event_id, "event matched no subscription");
+                return message.ack().await.map_err(|e| e.to_string());
+            }
+            Plan::Deliver {
+                job,
+                endpoints,
+                filtered_out,
+            } => {
+                if endpoints.is_empty() {
+                    tracing::debug!(tenant, event_type, event_id = %job.event_id, "every subscription's filter turned the event down");
+                }
+                let stored = try_join_all(
+                    endpoints
+                        .iter()
+                        .map(|endpoint| self.enqueue(endpoint, &job)),
+                )
+                .await;
+                (stored, filtered_out)
+            }
+            Plan::Reject {
+                job,
+                endpoints,
+                reason,
+                why,
+                filtered_out,
+            } => {
                 tracing::warn!(tenant, event_type, event_id = %job.event_id, reason, "{why}; dead-lettering the event");
-                try_join_all(
-                    targets
+                let stored = try_join_all(
+                    endpoints
                         .iter()
                         .map(|endpoint| self.reject(endpoint, &job, reason, &why)),
                 )
-                .await
+                .await;
+                (stored, filtered_out)
             }
         };
         match stored {
-            Ok(_) => message.ack().await.map_err(|e| e.to_string()),
+            Ok(_) => {
+                for subscription in filtered_out {
+                    let labels = SubscriptionLabels {
+                        tenant: tenant.to_owned(),
+                        subscription: self.metrics.subscription_label(&subscription),
+                    };
+                    self.metrics.events_filtered.get_or_create(&labels).inc();
+                }
+                message.ack().await.map_err(|e| e.to_string())
+            }
             Err(error) => {
                 let _ = message
                     .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
@@ -190,33 +245,94 @@ impl Router {
         }
     }
 
+    /// Where an event goes: nowhere, to the endpoints whose subscriptions' patterns select it
+    /// and whose filters let it through, or to their dead letters.
+    fn plan(
+        &self,
+        tenant: &str,
+        routes: &CompiledTenant,
+        event: &Inbound<'_>,
+        published: Timestamp,
+    ) -> Plan {
+        let subscribed = routes.subscribed(&event.event_type);
+        if subscribed.is_empty() {
+            return Plan::Unrouted;
+        }
+        let keys = |endpoints: Vec<&EndpointConfig>| -> Vec<EndpointKey> {
+            endpoints
+                .iter()
+                .map(|e| EndpointKey::new(tenant, &e.name))
+                .collect()
+        };
+        let mut job = event.job(published);
+        let schema = routes.schema(&event.event_type);
+        // A broken event goes to every subscriber's dead letters: filters cannot judge it.
+        let need_body = subscribed.has_filters() || schema.is_some();
+        if let Some((reason, why)) = self.reject_reason(event, need_body) {
+            return Plan::Reject {
+                job,
+                endpoints: keys(subscribed.endpoints()),
+                reason,
+                why,
+                filtered_out: Vec::new(),
+            };
+        }
+        let selection = subscribed.select(event);
+        let filtered_out = selection
+            .filtered_out
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let endpoints = keys(selection.endpoints);
+        if let Some(schema) = schema
+            && !endpoints.is_empty()
+            && let Err(error) = schema.check(event.body())
+        {
+            match schema.on_invalid {
+                OnInvalid::DeadLetter => {
+                    return Plan::Reject {
+                        job,
+                        endpoints,
+                        reason: SCHEMA_VALIDATION_FAILED,
+                        why: format!(
+                            "payload does not match the schema of event type {}: {error}",
+                            event.event_type
+                        ),
+                        filtered_out,
+                    };
+                }
+                OnInvalid::Deliver => job.schema_invalid = true,
+            }
+        }
+        Plan::Deliver {
+            job,
+            endpoints,
+            filtered_out,
+        }
+    }
+
     /// Events that can never be delivered, whichever endpoint they go to.
-    fn reject_reason(&self, job: &Job) -> Option<(&'static str, String)> {
-        if job.payload.len() > self.limits.max_payload_bytes {
+    fn reject_reason(
+        &self,
+        event: &Inbound<'_>,
+        need_body: bool,
+    ) -> Option<(&'static str, String)> {
+        let size = event.payload_len();
+        if size > self.limits.max_payload_bytes {
             return Some((
                 "PayloadTooLarge",
                 format!(
-                    "payload of {} bytes exceeds the limit of {} bytes",
-                    job.payload.len(),
+                    "payload of {size} bytes exceeds the limit of {} bytes",
                     self.limits.max_payload_bytes
                 ),
             ));
         }
-        let is_json = job.content_type.split(';').next().is_some_and(|t| {
-            let t = t.trim().to_ascii_lowercase();
-            t == "application/json" || t.ends_with("+json")
-        });
-        if is_json && let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&job.payload)
-        {
-            return Some((
-                "InvalidPayload",
-                format!(
-                    "payload declared {} is not valid JSON: {error}",
-                    job.content_type
-                ),
-            ));
+        if let Some(why) = &event.invalid_cloudevent {
+            return Some(("InvalidCloudEvent", why.clone()));
         }
-        None
+        event
+            .json_error(need_body)
+            .map(|why| ("InvalidPayload", why))
     }
 
     async fn enqueue(&self, endpoint: &EndpointKey, job: &Job) -> Result<(), PublishError> {
@@ -253,5 +369,24 @@ impl Router {
         };
         self.metrics.dead_lettered.get_or_create(&labels).inc();
         Ok(())
+    }
+}
+
+/// Keeps the metrics' subscription count (for the label cap) in step with the routes.
+async fn count_subscriptions(
+    mut routes: RoutesRx,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let count = routes
+            .borrow_and_update()
+            .as_ref()
+            .map_or(0, |r| r.subscription_count());
+        metrics.set_subscription_count(count);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = routes.changed() => if changed.is_err() { return },
+        }
     }
 }

@@ -4,6 +4,7 @@
 pub mod address_guard;
 pub mod attempt;
 pub mod backoff;
+pub mod outgoing;
 pub mod signature;
 mod worker;
 
