@@ -42,7 +42,7 @@ use webhook_operator::{
     dataplane::replay::ReplayReport,
     model::{EndpointKey, EndpointStats, TenantRoutes, signing_keys::SigningKeys},
     resources::{
-        EventSubscription, EventSubscriptionSpec, WebhookEndpoint, WebhookEndpointSpec,
+        EventSubscription, EventSubscriptionSpec, EventType, WebhookEndpoint, WebhookEndpointSpec,
         event_subscription::EndpointRef,
     },
 };
@@ -170,6 +170,7 @@ fn subscription(namespace: &str, name: &str, ready: bool) -> EventSubscription {
         EventSubscriptionSpec {
             endpoint_ref: EndpointRef { name: name.into() },
             event_types: vec![format!("{name}.*"), "order.>".into()],
+            filter: None,
         },
     );
     s.metadata.namespace = Some(namespace.into());
@@ -217,6 +218,8 @@ fn world() -> World {
     let (client, counts) = mock_api();
     let (endpoints_reader, endpoints) = reflector::store();
     let (subscriptions_reader, subscriptions) = reflector::store();
+    let (event_types_reader, mut event_types) = reflector::store::<EventType>();
+    event_types.apply_watcher_event(&watcher::Event::InitDone);
     let (secrets_reader, mut secrets) = reflector::store();
     let (deployments_reader, mut deployments) = reflector::store();
     for (namespace, name) in names() {
@@ -242,6 +245,7 @@ fn world() -> World {
     let stores = Stores {
         endpoints: endpoints_reader,
         subscriptions: subscriptions_reader,
+        event_types: event_types_reader,
         secrets: secrets_reader,
         deployments: deployments_reader,
     };

@@ -5,6 +5,7 @@
 //! `endpoint` label is recorded as `_overflow` and the per-endpoint series are dropped, so a
 //! tenant with thousands of endpoints cannot blow up the series count. Series of an endpoint
 //! that goes away are dropped with it.
+//! The `subscription` label follows the same rule over routed subscriptions.
 
 use std::{
     collections::HashSet,
@@ -27,6 +28,12 @@ pub struct TenantLabels {
 pub struct EndpointLabels {
     pub tenant: String,
     pub endpoint: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubscriptionLabels {
+    pub tenant: String,
+    pub subscription: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,7 +61,9 @@ pub struct Metrics {
     pub pending_deliveries: Family<TenantLabels, Gauge>,
     pub endpoints: Family<HealthLabels, Gauge>,
     pub circuit_open: Family<TenantLabels, Gauge>,
+    pub events_filtered: Family<SubscriptionLabels, Counter>,
     endpoint_labels: AtomicBool,
+    subscription_labels: AtomicBool,
     max_endpoint_labels: usize,
 }
 
@@ -92,6 +101,7 @@ impl Metrics {
         let pending_deliveries = Family::default();
         let endpoints = Family::default();
         let circuit_open = Family::default();
+        let events_filtered = Family::default();
         registry.register(
             "webhook_events_received",
             "Events read from the events stream",
@@ -139,6 +149,11 @@ impl Metrics {
             "Endpoints whose circuit breaker is open in this process (backlog held back, probing)",
             circuit_open.clone(),
         );
+        registry.register(
+            "webhook_events_filtered",
+            "Events a subscription's payload filter turned down",
+            events_filtered.clone(),
+        );
         Self {
             registry,
             events_received,
@@ -150,7 +165,9 @@ impl Metrics {
             pending_deliveries,
             endpoints,
             circuit_open,
+            events_filtered,
             endpoint_labels: AtomicBool::new(true),
+            subscription_labels: AtomicBool::new(true),
             max_endpoint_labels,
         }
     }
@@ -193,6 +210,21 @@ impl Metrics {
     /// The `endpoint` label value to record, honouring the cardinality cap.
     pub fn endpoint_label(&self, name: &str) -> String {
         if self.endpoint_labels.load(Ordering::Relaxed) {
+            name.to_owned()
+        } else {
+            OVERFLOW_ENDPOINT.to_owned()
+        }
+    }
+
+    /// Called when the number of routed subscriptions changes; the same cap applies.
+    pub fn set_subscription_count(&self, count: usize) {
+        self.subscription_labels
+            .store(count <= self.max_endpoint_labels, Ordering::Relaxed);
+    }
+
+    /// The `subscription` label value to record, honouring the cardinality cap.
+    pub fn subscription_label(&self, name: &str) -> String {
+        if self.subscription_labels.load(Ordering::Relaxed) {
             name.to_owned()
         } else {
             OVERFLOW_ENDPOINT.to_owned()

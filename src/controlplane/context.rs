@@ -38,6 +38,7 @@ use crate::{
     resources::{
         EventSubscription, WebhookEndpoint,
         compile::{CompiledTenantReport, SecretData, compile_tenant},
+        event_type::EventType as EventTypeResource,
     },
 };
 
@@ -63,6 +64,8 @@ pub trait RouteSink: Send + Sync {
 pub struct Stores {
     pub endpoints: Store<WebhookEndpoint>,
     pub subscriptions: Store<EventSubscription>,
+    /// The namespaces' event catalogues (`EventType`).
+    pub event_types: Store<EventTypeResource>,
     pub secrets: Store<Secret>,
     pub deployments: Store<Deployment>,
 }
@@ -155,6 +158,7 @@ impl Context {
             namespace,
             &self.endpoints(namespace),
             &Self::live(&self.stores.subscriptions, namespace),
+            &Self::live(&self.stores.event_types, namespace),
             &secrets,
         )
     }

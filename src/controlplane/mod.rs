@@ -9,6 +9,7 @@ pub mod context;
 pub mod enable;
 pub mod endpoint;
 pub mod error;
+pub mod event_type;
 pub mod leader;
 pub mod replay;
 pub mod route_sink;
@@ -45,7 +46,7 @@ use crate::{
         stats::{AutoDisableArgs, StatsFolder, StatsView},
     },
     pipeline::{Connected, PipelineArgs},
-    resources::{EventSubscription, WebhookEndpoint, compile},
+    resources::{EventSubscription, EventType, WebhookEndpoint, compile},
     tenant_api::{self, TenantApiArgs},
 };
 use context::{Context, Stores};
@@ -146,6 +147,7 @@ async fn lead(
     tracing::info!(%identity, "leading: starting reconcilers");
     let (endpoint_reader, endpoint_writer) = reflector::store();
     let (subscription_reader, subscription_writer) = reflector::store();
+    let (event_type_reader, event_type_writer) = reflector::store();
     let (secret_reader, secret_writer) = reflector::store();
     let (deployment_reader, deployment_writer) = reflector::store();
     let wc = watcher::Config::default().any_semantic();
@@ -175,6 +177,11 @@ async fn lead(
             predicates::generation.combine(predicates::finalizers),
             Default::default(),
         );
+    let event_types = watcher(Api::<EventType>::all(client.clone()), wc.clone())
+        .default_backoff()
+        .reflect(event_type_writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
     let secrets = watcher(Api::<Secret>::all(client.clone()), wc.clone())
         .default_backoff()
         .reflect(secret_writer)
@@ -190,6 +197,7 @@ async fn lead(
     let stores = Stores {
         endpoints: endpoint_reader.clone(),
         subscriptions: subscription_reader.clone(),
+        event_types: event_type_reader.clone(),
         secrets: secret_reader,
         deployments: deployment_reader,
     };
@@ -251,9 +259,14 @@ async fn lead(
         .run(endpoint::reconcile, endpoint::error_policy, ctx.clone())
         .for_each(|_| async {});
 
-    // Endpoints coming and going change which subscriptions are valid.
+    // Endpoints coming and going change which subscriptions are valid; EventTypes change how
+    // they compare with the catalogue.
     let subscriptions_of = subscription_reader.clone();
-    let endpoint_changes = watcher(Api::<WebhookEndpoint>::all(client.clone()), wc)
+    let subscriptions_in = subscription_reader.clone();
+    let endpoint_changes = watcher(Api::<WebhookEndpoint>::all(client.clone()), wc.clone())
+        .default_backoff()
+        .touched_objects();
+    let catalog_changes = watcher(Api::<EventType>::all(client.clone()), wc)
         .default_backoff()
         .touched_objects();
     let subscription_controller = Controller::for_stream(subscriptions, subscription_reader)
@@ -268,12 +281,25 @@ async fn lead(
                 .map(|s| ObjectRef::from_obj(s.as_ref()))
                 .collect::<Vec<_>>()
         })
+        .watches_stream(catalog_changes, move |event_type: EventType| {
+            subscriptions_in
+                .state()
+                .iter()
+                .filter(|s| s.namespace() == event_type.namespace())
+                .map(|s| ObjectRef::from_obj(s.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .graceful_shutdown_on(term.clone().cancelled_owned())
         .run(
             subscription::reconcile,
             subscription::error_policy,
             ctx.clone(),
         )
+        .for_each(|_| async {});
+
+    let event_type_controller = Controller::for_stream(event_types, event_type_reader)
+        .graceful_shutdown_on(term.clone().cancelled_owned())
+        .run(event_type::reconcile, event_type::error_policy, ctx.clone())
         .for_each(|_| async {});
 
     let folder = StatsFolder::new(connected.js.clone(), connected.topology.stats.clone())
@@ -285,6 +311,7 @@ async fn lead(
     tokio::join!(
         endpoint_controller,
         subscription_controller,
+        event_type_controller,
         folder,
         status_writer,
         orphans

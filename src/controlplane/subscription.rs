@@ -3,6 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use futures::FutureExt;
 use kube::{
     Api, ResourceExt,
     runtime::{
@@ -16,6 +17,7 @@ use super::{
     context::{Context, backoff_key},
     endpoint::FINALIZER,
     error::Error,
+    event_type::{desired_catalog, write_catalog},
     tenant,
 };
 use crate::resources::EventSubscription;
@@ -45,6 +47,17 @@ pub async fn reconcile(
                     ),
                 };
                 write_ready(&subscription, &desired, &ctx).await?;
+                // Until the EventTypes are listed, "no catalogue" may just mean "not loaded yet".
+                if ctx
+                    .stores
+                    .event_types
+                    .wait_until_ready()
+                    .now_or_never()
+                    .is_some()
+                {
+                    let catalog = desired_catalog(&report, &subscription.name_any());
+                    write_catalog(&subscription, catalog.as_ref(), &ctx).await?;
+                }
                 tenant::sync(&ctx, &namespace, &report).await?;
                 Ok(Action::requeue(Duration::from_secs(300)))
             }

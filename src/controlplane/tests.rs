@@ -40,7 +40,7 @@ use crate::{
     dataplane::{replay::ReplayReport, stats::StatsView},
     model::{EndpointKey, EndpointStats, TenantRoutes, signing_keys::SigningKeys},
     resources::{
-        EventSubscription, EventSubscriptionSpec, WebhookEndpoint, WebhookEndpointSpec,
+        EventSubscription, EventSubscriptionSpec, EventType, WebhookEndpoint, WebhookEndpointSpec,
         event_subscription::EndpointRef,
     },
 };
@@ -194,6 +194,7 @@ struct Fixture {
     ctx: Arc<Context>,
     endpoints: Writer<WebhookEndpoint>,
     subscriptions: Writer<EventSubscription>,
+    event_types: Writer<EventType>,
     secrets: Writer<Secret>,
     deployments: Writer<Deployment>,
 }
@@ -221,6 +222,9 @@ impl Fixture {
         let (client, api) = ApiServer::start();
         let (endpoints_reader, endpoints) = reflector::store();
         let (subscriptions_reader, subscriptions) = reflector::store();
+        let (event_types_reader, mut event_types) = reflector::store();
+        // Listed (and empty): "no catalogue" is then a fact, not a cache still loading.
+        event_types.apply_watcher_event(&watcher::Event::InitDone);
         let (secrets_reader, secrets) = reflector::store();
         let (deployments_reader, deployments) = reflector::store();
         let sink = Arc::new(RecordingSink::default());
@@ -234,6 +238,7 @@ impl Fixture {
         let stores = Stores {
             endpoints: endpoints_reader,
             subscriptions: subscriptions_reader,
+            event_types: event_types_reader,
             secrets: secrets_reader,
             deployments: deployments_reader,
         };
@@ -251,6 +256,7 @@ impl Fixture {
             ctx,
             endpoints,
             subscriptions,
+            event_types,
             secrets,
             deployments,
         }
@@ -266,6 +272,12 @@ impl Fixture {
         self.api.remember(subscription);
         self.subscriptions
             .apply_watcher_event(&watcher::Event::Apply(subscription.clone()));
+    }
+
+    fn add_event_type(&mut self, event_type: &EventType) {
+        self.api.remember(event_type);
+        self.event_types
+            .apply_watcher_event(&watcher::Event::Apply(event_type.clone()));
     }
 
     fn add_secret(&mut self, name: &str) {
@@ -315,6 +327,7 @@ fn subscription(name: &str, endpoint: &str) -> EventSubscription {
                 name: endpoint.into(),
             },
             event_types: vec!["order.*".into()],
+            filter: None,
         },
     );
     s.metadata.namespace = Some("acme".into());
@@ -817,5 +830,218 @@ async fn an_invalid_replay_annotation_is_reported_not_acted_on() {
             .events()
             .iter()
             .any(|e| e["reason"] == "InvalidReplayRequest" && e["type"] == "Warning")
+    );
+}
+
+fn event_type(name: &str, spec: Value) -> EventType {
+    let mut e = EventType::new(name, serde_json::from_value(spec).expect("spec"));
+    e.metadata.namespace = Some("acme".into());
+    e.metadata.generation = Some(1);
+    e
+}
+
+fn subscription_to(name: &str, types: &[&str]) -> EventSubscription {
+    let mut s = subscription(name, "orders");
+    s.spec.event_types = types.iter().map(|t| t.to_string()).collect();
+    s
+}
+
+/// The catalogue condition each status write carried, in order.
+fn catalog_writes(api: &ApiServer, name: &str) -> Vec<Value> {
+    api.writes()
+        .into_iter()
+        .filter(|c| {
+            c.path
+                .ends_with(&format!("/eventsubscriptions/{name}/status"))
+        })
+        .filter(|c| {
+            let conditions = &c.body["status"]["conditions"];
+            conditions.as_array().is_some_and(|l| l.is_empty())
+                || conditions[0]["type"] == super::event_type::CATALOGUED
+        })
+        .map(|c| c.body["status"]["conditions"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn without_event_types_subscriptions_get_no_catalogue_condition() {
+    let mut f = Fixture::new();
+    f.add_endpoint(&endpoint("orders", "https://orders.example", true));
+    f.add_secret("orders-signing");
+    let s = subscription_to("anything", &["whatever.happens"]);
+    f.add_subscription(&s);
+    subscription::reconcile(Arc::new(s), f.ctx.clone())
+        .await
+        .expect("reconcile");
+    assert!(catalog_writes(&f.api, "anything").is_empty());
+    assert!(
+        f.api
+            .writes()
+            .iter()
+            .any(|c| c.path.ends_with("/eventsubscriptions/anything/status")),
+        "the Ready condition is written as usual"
+    );
+}
+
+#[tokio::test]
+async fn subscriptions_are_compared_with_the_catalogue() {
+    let mut f = Fixture::new();
+    f.add_endpoint(&endpoint("orders", "https://orders.example", true));
+    f.add_secret("orders-signing");
+    f.add_event_type(&event_type("order-paid", json!({"name": "order.paid"})));
+    f.add_event_type(&event_type(
+        "order-legacy",
+        json!({"name": "order.legacy", "deprecated": true}),
+    ));
+    for (name, types) in [
+        ("known", &["order.paid", "order.*"][..]),
+        ("typo", &["order.payed"][..]),
+        ("old", &["order.legacy"][..]),
+    ] {
+        let s = subscription_to(name, types);
+        f.add_subscription(&s);
+        subscription::reconcile(Arc::new(s), f.ctx.clone())
+            .await
+            .expect("reconcile");
+    }
+    let condition = |name: &str| {
+        let writes = catalog_writes(&f.api, name);
+        assert_eq!(writes.len(), 1, "{name}: {writes:?}");
+        writes[0][0].clone()
+    };
+    let known = condition("known");
+    assert_eq!(
+        (known["status"].as_str(), known["reason"].as_str()),
+        (Some("True"), Some("Catalogued"))
+    );
+    let typo = condition("typo");
+    assert_eq!(
+        (typo["status"].as_str(), typo["reason"].as_str()),
+        (Some("False"), Some("UnknownEventTypes"))
+    );
+    assert!(
+        typo["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("\"order.payed\""),
+        "{typo}"
+    );
+    let old = condition("old");
+    assert_eq!(old["reason"], "DeprecatedEventTypes");
+    let reasons: Vec<Value> = f.api.events().iter().map(|e| e["reason"].clone()).collect();
+    assert!(reasons.contains(&json!("UnknownEventTypes")), "{reasons:?}");
+    assert!(
+        reasons.contains(&json!("DeprecatedEventTypes")),
+        "{reasons:?}"
+    );
+    // Routing is not affected: every subscription is Ready and routed.
+    let published = f.sink.published.lock().unwrap();
+    assert_eq!(published.last().map(|r| r.routes.len()), Some(3));
+}
+
+#[tokio::test]
+async fn the_catalogue_condition_is_current_or_removed() {
+    let mut f = Fixture::new();
+    f.add_endpoint(&endpoint("orders", "https://orders.example", true));
+    f.add_secret("orders-signing");
+    let catalogued = Desired::new(
+        super::event_type::CATALOGUED,
+        true,
+        "Catalogued",
+        "Every event type is declared by a current EventType.",
+    );
+    let ready = Desired::new(
+        READY,
+        true,
+        "Active",
+        "Routing matching events to the endpoint.",
+    );
+    let mut s = subscription_to("known", &["order.paid"]);
+    s.status = Some(crate::resources::EventSubscriptionStatus {
+        observed_generation: Some(1),
+        conditions: vec![
+            ready.to_condition(&[], Some(1), Timestamp::now()),
+            catalogued.to_condition(&[], Some(1), Timestamp::now()),
+        ],
+    });
+    f.add_subscription(&s);
+    f.add_event_type(&event_type("order-paid", json!({"name": "order.paid"})));
+    subscription::reconcile(Arc::new(s.clone()), f.ctx.clone())
+        .await
+        .expect("reconcile");
+    assert!(
+        f.api.writes().iter().all(|c| !c.path.ends_with("/status")),
+        "nothing changed, nothing written: {:?}",
+        f.api.writes()
+    );
+
+    // The namespace's last EventType goes: the condition goes with it.
+    f.event_types
+        .apply_watcher_event(&watcher::Event::Delete(event_type(
+            "order-paid",
+            json!({"name": "order.paid"}),
+        )));
+    subscription::reconcile(Arc::new(s), f.ctx.clone())
+        .await
+        .expect("reconcile");
+    assert_eq!(catalog_writes(&f.api, "known"), vec![json!([])]);
+}
+
+#[tokio::test]
+async fn event_types_report_broken_schemas_and_publish_valid_ones() {
+    let mut f = Fixture::new();
+    f.add_endpoint(&endpoint("orders", "https://orders.example", true));
+    f.add_secret("orders-signing");
+    f.add_subscription(&subscription("paid", "orders"));
+    let good = event_type(
+        "order-paid",
+        json!({"name": "order.paid", "schema": {"type": "object", "required": ["order"]}, "onInvalid": "deliver"}),
+    );
+    let broken = event_type(
+        "order-broken",
+        json!({"name": "order.broken", "schema": {"type": "nonsense"}}),
+    );
+    f.add_event_type(&good);
+    f.add_event_type(&broken);
+    super::event_type::reconcile(Arc::new(broken), f.ctx.clone())
+        .await
+        .expect("reconcile");
+    super::event_type::reconcile(Arc::new(good), f.ctx.clone())
+        .await
+        .expect("reconcile");
+    let status = |name: &str| {
+        f.api
+            .writes()
+            .into_iter()
+            .find(|c| c.path.ends_with(&format!("/eventtypes/{name}/status")))
+            .map(|c| ready_condition(&c))
+            .unwrap_or_else(|| panic!("{name}: no status written"))
+    };
+    let broken = status("order-broken");
+    assert_eq!(
+        (broken["status"].as_str(), broken["reason"].as_str()),
+        (Some("False"), Some("InvalidSchema"))
+    );
+    assert!(
+        broken["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("spec.schema: "),
+        "{broken}"
+    );
+    assert_eq!(status("order-paid")["reason"], "Active");
+    assert!(
+        f.api
+            .events()
+            .iter()
+            .any(|e| e["reason"] == "InvalidSchema" && e["type"] == "Warning")
+    );
+    let published = f.sink.published.lock().unwrap();
+    let schemas = &published.last().expect("routes").schemas;
+    assert_eq!(schemas.len(), 1);
+    assert_eq!(schemas[0].event_type, "order.paid");
+    assert_eq!(
+        schemas[0].on_invalid,
+        crate::model::payload_schema::OnInvalid::Deliver
     );
 }

@@ -20,6 +20,7 @@ use serde::Serialize;
 use super::{
     attempt_log::{AttemptRecord, AttemptResult, Outcome},
     event_index::{self, IndexedEvent},
+    inbound::Inbound,
     ingest::is_dns_label,
     job::{self, Job},
     subject_reader::{self, Fetch, ForwardRead, NewestQuery, Start},
@@ -309,25 +310,21 @@ pub async fn load_event(
     };
     let events = open_stream(js, EVENTS_STREAM).await?;
     let job = match events.direct_get(indexed.sequence).await {
-        Ok(message) => {
-            let headers = &message.headers;
-            let header = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
-            let same_event = match header(async_nats::header::NATS_MESSAGE_ID.as_ref()) {
-                Some(message_id) => message_id == id,
-                None => id.ends_with(&format!("_{}", indexed.sequence)),
-            };
-            let same_tenant =
-                parse_event_subject(&message.subject).is_some_and(|(t, _)| t == tenant);
-            (same_event && same_tenant).then(|| Job {
-                event_id: id.to_owned(),
-                event_type: indexed.event_type.clone(),
-                content_type: header(job::CONTENT_TYPE)
-                    .unwrap_or_else(|| "application/json".into()),
-                published: indexed.published,
-                payload: message.payload,
-                resend: None,
-            })
-        }
+        Ok(message) => match parse_event_subject(&message.subject) {
+            Some((subject_tenant, subject_type)) if subject_tenant == tenant => {
+                // Read as the router read it, so a CloudEvent keeps its id, type and attributes.
+                let inbound = Inbound::read(
+                    tenant,
+                    subject_type,
+                    Some(&message.headers),
+                    &message.payload,
+                    usize::MAX,
+                    || id.to_owned(),
+                );
+                (inbound.event_id == id).then(|| inbound.job(indexed.published))
+            }
+            _ => None,
+        },
         // Expired or purged: the index entry alone still says where it went.
         Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => None,
         Err(error) => {

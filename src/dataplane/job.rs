@@ -3,6 +3,8 @@
 //! The payload travels as the message body, unchanged; the event's metadata travels in headers,
 //! so a job never needs re-encoding and a dead letter can be replayed as it is.
 
+use std::collections::BTreeMap;
+
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use jiff::Timestamp;
@@ -21,6 +23,9 @@ pub const EVENT_PUBLISHED: &str = "Webhook-Event-Published";
 /// On an event: deliver it to this one endpoint of the tenant instead of its subscribers
 /// (how send-test reaches exactly one endpoint).
 pub const TARGET_ENDPOINT: &str = "Webhook-Target-Endpoint";
+pub const SCHEMA_INVALID: &str = "Webhook-Schema-Invalid";
+/// Prefix of the headers carrying CloudEvents attributes (`Ce-Source`, `Ce-Time`, ...).
+pub const ATTRIBUTE_PREFIX: &str = "Ce-";
 
 /// One event on its way to one endpoint.
 #[derive(Debug, Clone)]
@@ -32,6 +37,10 @@ pub struct Job {
     /// latency count from here.
     pub published: Timestamp,
     pub payload: Bytes,
+    /// CloudEvents attributes besides id and type (`source`, `time`, `subject`, extensions).
+    pub attributes: BTreeMap<String, String>,
+    /// The payload failed its event type's schema and is delivered anyway (`onInvalid: deliver`).
+    pub schema_invalid: bool,
     /// Set on a job re-sent by replay or redeliver.
     pub resend: Option<Resend>,
 }
@@ -63,6 +72,12 @@ impl Job {
         headers.insert(EVENT_TYPE, self.event_type.as_str());
         headers.insert(CONTENT_TYPE, self.content_type.as_str());
         headers.insert(PUBLISHED, self.published.to_string().as_str());
+        for (name, value) in &self.attributes {
+            headers.insert(format!("{ATTRIBUTE_PREFIX}{name}").as_str(), value.as_str());
+        }
+        if self.schema_invalid {
+            headers.insert(SCHEMA_INVALID, "true");
+        }
         if let Some(resend) = &self.resend {
             headers.insert(RESEND_ID, resend.id.as_str());
             headers.insert(EVENT_PUBLISHED, resend.event_published.to_string().as_str());
@@ -117,8 +132,26 @@ impl Job {
                 }),
                 Err(_) => None,
             },
+            attributes: headers.map(attributes).unwrap_or_default(),
+            schema_invalid: headers
+                .and_then(|h| h.get(SCHEMA_INVALID))
+                .is_some_and(|v| v.as_str() == "true"),
         })
     }
+}
+
+fn attributes(headers: &HeaderMap) -> BTreeMap<String, String> {
+    headers
+        .iter()
+        .filter_map(|(name, values)| {
+            let name: &str = name.as_ref();
+            let attribute = name
+                .get(..ATTRIBUTE_PREFIX.len())
+                .filter(|p| p.eq_ignore_ascii_case(ATTRIBUTE_PREFIX))
+                .map(|_| name[ATTRIBUTE_PREFIX.len()..].to_ascii_lowercase())?;
+            Some((attribute, values.first()?.as_str().to_owned()))
+        })
+        .collect()
 }
 
 /// Why an event was given up on for an endpoint.
@@ -167,6 +200,11 @@ mod tests {
             published: Timestamp::from_second(1_700_000_000).unwrap_or(Timestamp::UNIX_EPOCH),
             payload: Bytes::from_static(b"{}"),
             resend: None,
+            attributes: BTreeMap::from([
+                ("source".to_string(), "/shop".to_string()),
+                ("traceparent".to_string(), "00-1-01".to_string()),
+            ]),
+            schema_invalid: true,
         };
         let headers = job.headers("orders");
         assert_eq!(
@@ -179,6 +217,8 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back.event_id, job.event_id);
         assert_eq!(back.published, job.published);
+        assert_eq!(back.attributes, job.attributes);
+        assert!(back.schema_invalid);
         assert!(Job::from_message(None, Bytes::new()).is_err());
     }
 
@@ -190,6 +230,8 @@ mod tests {
             content_type: "application/json".into(),
             published: Timestamp::from_second(1_700_000_000).unwrap_or(Timestamp::UNIX_EPOCH),
             payload: Bytes::from_static(b"{}"),
+            attributes: BTreeMap::new(),
+            schema_invalid: false,
             resend: None,
         };
         let now = Timestamp::from_second(1_700_100_000).unwrap_or(Timestamp::UNIX_EPOCH);

@@ -4,6 +4,7 @@
 pub mod attempt_log;
 pub mod delivery;
 pub mod event_index;
+pub mod inbound;
 pub mod ingest;
 pub mod inspect;
 pub mod job;

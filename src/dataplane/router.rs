@@ -1,5 +1,6 @@
-//! The router: reads events, writes one delivery job per subscribed endpoint and the event's
-//! index entry, then acknowledges the event. Several routers share the durable consumer; a
+//! The router: reads events, writes one delivery job per subscribed endpoint whose filters let
+//! the event through (or a dead letter, when the event or its payload's schema says it can never
+//! be delivered) and the event's index entry, then acknowledges the event. Several routers share the durable consumer; a
 //! restarted router re-publishes jobs that JetStream deduplicates by `Nats-Msg-Id`.
 
 use std::{sync::Arc, time::Duration};
@@ -11,14 +12,18 @@ use jiff::Timestamp;
 use super::{
     attempt_log::AttemptRecord,
     event_index::{self, IndexedEvent},
+    inbound::Inbound,
     job::{DeadLetter, Job, TARGET_ENDPOINT},
     publisher::{self, PublishError},
     route_store::{self, RoutesRx},
     topology::{EVENTS_STREAM, ROUTER_CONSUMER, job_subject, parse_event_subject},
 };
 use crate::{
-    metrics::{EndpointLabels, Metrics},
-    model::{CompiledRoutes, EndpointKey},
+    metrics::{EndpointLabels, Metrics, SubscriptionLabels},
+    model::{
+        CompiledRoutes, CompiledTenant, EndpointConfig, EndpointKey, filter::EventView,
+        payload_schema::OnInvalid,
+    },
 };
 use tokio_util::sync::CancellationToken;
 
@@ -68,6 +73,39 @@ pub fn rejection(job: &Job, limits: &EventLimits) -> Option<(&'static str, Strin
 /// Events routed concurrently; each holds its event until its jobs are stored.
 const ROUTING_CONCURRENCY: usize = 256;
 
+/// Dead-letter reason of a payload that fails its event type's schema.
+pub const SCHEMA_VALIDATION_FAILED: &str = "SchemaValidationFailed";
+
+/// What routing decided for one event.
+enum Plan {
+    /// No subscription's patterns select it.
+    Unrouted,
+    /// One job per endpoint (none when every filter turned it down).
+    Deliver {
+        job: Job,
+        endpoints: Vec<EndpointKey>,
+        filtered_out: Vec<String>,
+    },
+    /// It can never be delivered: one dead letter per endpoint.
+    Reject {
+        job: Job,
+        endpoints: Vec<EndpointKey>,
+        reason: &'static str,
+        why: String,
+        filtered_out: Vec<String>,
+    },
+}
+
+impl Plan {
+    /// The endpoints the event goes to (as a job or as a dead letter).
+    fn endpoints(&self) -> &[EndpointKey] {
+        match self {
+            Plan::Unrouted => &[],
+            Plan::Deliver { endpoints, .. } | Plan::Reject { endpoints, .. } => endpoints,
+        }
+    }
+}
+
 pub struct Router {
     pub js: jetstream::Context,
     /// The `webhook-event-index` bucket.
@@ -84,6 +122,11 @@ impl Router {
             _ = cancel.cancelled() => return,
             _ = route_store::loaded(&mut self.routes) => {}
         }
+        tokio::spawn(count_subscriptions(
+            self.routes.clone(),
+            self.metrics.clone(),
+            cancel.clone(),
+        ));
         tokio::spawn(track_endpoint_count(
             self.routes.clone(),
             self.metrics.clone(),
@@ -164,22 +207,6 @@ impl Router {
                 .await
                 .map_err(|e| e.to_string());
         };
-        let headers = message.headers.as_ref();
-        let header = |name: &str| {
-            headers
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str().to_owned())
-        };
-        let job = Job {
-            // Without a publisher-chosen id, the stream position is the stable identity.
-            event_id: header(async_nats::header::NATS_MESSAGE_ID.as_ref())
-                .unwrap_or_else(|| format!("evt_{stream_created:x}_{sequence}")),
-            event_type: event_type.to_owned(),
-            content_type: header("Content-Type").unwrap_or_else(|| "application/json".into()),
-            published,
-            payload: message.payload.clone(),
-            resend: None,
-        };
         // Counted once per event: a redelivery (routing failed, or a router crashed) is not new.
         let first_delivery = info.delivered <= 1;
         if first_delivery {
@@ -188,72 +215,109 @@ impl Router {
                 .get_or_create(&Metrics::tenant(tenant))
                 .inc();
         }
+        let target = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(TARGET_ENDPOINT))
+            .map(|v| v.as_str().to_owned());
+        let event = Inbound::read(
+            tenant,
+            event_type,
+            message.headers.as_ref(),
+            &message.payload,
+            self.limits.max_payload_bytes,
+            // Without a publisher-chosen id, the stream position is the stable identity.
+            || format!("evt_{stream_created:x}_{sequence}"),
+        );
         let routes = self
             .routes
             .borrow()
             .clone()
             .unwrap_or_else(|| Arc::new(CompiledRoutes::default()));
-        let targets: Vec<EndpointKey> = match header(TARGET_ENDPOINT) {
+        let plan = match (routes.tenant(tenant), target) {
+            (Some(compiled), None) => self.plan(tenant, compiled, &event, published),
             // A send-test event: that one endpoint, if the tenant has it.
-            Some(name) => routes
-                .tenant(tenant)
-                .and_then(|t| t.routes.endpoint(&name))
-                .map(|e| vec![EndpointKey::new(tenant, &e.name)])
-                .unwrap_or_default(),
-            None => routes
-                .tenant(tenant)
-                .map(|t| {
-                    t.endpoints_for(event_type)
-                        .map(|e| EndpointKey::new(tenant, &e.name))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            (Some(compiled), Some(name)) => {
+                self.plan_test(tenant, compiled, &name, &event, published)
+            }
+            (None, _) => Plan::Unrouted,
         };
+        let event_type = event.event_type.as_str();
         let indexed = IndexedEvent {
             sequence,
             event_type: event_type.to_owned(),
             published,
-            endpoints: targets.iter().map(|e| e.name.clone()).collect(),
+            endpoints: plan.endpoints().iter().map(|e| e.name.clone()).collect(),
         };
+        // In parallel with the jobs: the index entry costs no latency, and the event is
+        // acknowledged only once both are stored.
         let index = async {
-            event_index::record(&self.event_index, tenant, &job.event_id, &indexed)
+            event_index::record(&self.event_index, tenant, &event.event_id, &indexed)
                 .await
                 .map_err(|e| e.to_string())
         };
-        if targets.is_empty() {
-            if first_delivery {
-                self.metrics
-                    .events_unrouted
-                    .get_or_create(&Metrics::tenant(tenant))
-                    .inc();
-            }
-            // Indexed all the same: "matched no subscription" answers "where is my webhook?".
-            tracing::debug!(tenant, event_type, event_id = %job.event_id, "event matched no subscription");
-        }
         let jobs = async {
-            if targets.is_empty() {
-                return Ok(Vec::new());
-            }
-            match rejection(&job, &self.limits) {
-                None => {
-                    try_join_all(targets.iter().map(|endpoint| self.enqueue(endpoint, &job))).await
+            match plan {
+                Plan::Unrouted => {
+                    if first_delivery {
+                        self.metrics
+                            .events_unrouted
+                            .get_or_create(&Metrics::tenant(tenant))
+                            .inc();
+                    }
+                    // Indexed all the same: "matched no subscription" answers "where is my webhook?".
+                    tracing::debug!(tenant, event_type, event_id = %event.event_id, "event matched no subscription");
+                    Ok(Vec::new())
                 }
-                Some((reason, why)) => {
+                Plan::Deliver {
+                    job,
+                    endpoints,
+                    filtered_out,
+                } => {
+                    if endpoints.is_empty() {
+                        tracing::debug!(tenant, event_type, event_id = %job.event_id, "every subscription's filter turned the event down");
+                    }
+                    try_join_all(
+                        endpoints
+                            .iter()
+                            .map(|endpoint| self.enqueue(endpoint, &job)),
+                    )
+                    .await
+                    .map(|_| filtered_out)
+                    .map_err(|e| e.to_string())
+                }
+                Plan::Reject {
+                    job,
+                    endpoints,
+                    reason,
+                    why,
+                    filtered_out,
+                } => {
                     tracing::warn!(tenant, event_type, event_id = %job.event_id, reason, "{why}; dead-lettering the event");
                     try_join_all(
-                        targets
+                        endpoints
                             .iter()
                             .map(|endpoint| self.reject(endpoint, &job, reason, &why)),
                     )
                     .await
+                    .map(|_| filtered_out)
+                    .map_err(|e| e.to_string())
                 }
             }
-            .map_err(|e| e.to_string())
         };
-        // In parallel: the index entry costs no latency, and the event is acknowledged only
-        // once both are stored.
         match tokio::try_join!(jobs, index) {
-            Ok(_) => message.ack().await.map_err(|e| e.to_string()),
+            Ok((filtered_out, ())) => {
+                if first_delivery {
+                    for subscription in filtered_out {
+                        let labels = SubscriptionLabels {
+                            tenant: tenant.to_owned(),
+                            subscription: self.metrics.subscription_label(&subscription),
+                        };
+                        self.metrics.events_filtered.get_or_create(&labels).inc();
+                    }
+                }
+                message.ack().await.map_err(|e| e.to_string())
+            }
             Err(error) => {
                 let _ = message
                     .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
@@ -261,6 +325,127 @@ impl Router {
                 Err(error)
             }
         }
+    }
+
+    /// A send-test event goes to the one endpoint it names, if the tenant has it; an event that
+    /// can never be delivered is dead-lettered there.
+    fn plan_test(
+        &self,
+        tenant: &str,
+        routes: &CompiledTenant,
+        name: &str,
+        event: &Inbound<'_>,
+        published: Timestamp,
+    ) -> Plan {
+        let Some(endpoint) = routes.routes.endpoint(name) else {
+            return Plan::Unrouted;
+        };
+        let endpoints = vec![EndpointKey::new(tenant, &endpoint.name)];
+        let job = event.job(published);
+        match self.reject_reason(event, false) {
+            Some((reason, why)) => Plan::Reject {
+                job,
+                endpoints,
+                reason,
+                why,
+                filtered_out: Vec::new(),
+            },
+            None => Plan::Deliver {
+                job,
+                endpoints,
+                filtered_out: Vec::new(),
+            },
+        }
+    }
+
+    /// Where an event goes: nowhere, to the endpoints whose subscriptions' patterns select it
+    /// and whose filters let it through, or to their dead letters.
+    fn plan(
+        &self,
+        tenant: &str,
+        routes: &CompiledTenant,
+        event: &Inbound<'_>,
+        published: Timestamp,
+    ) -> Plan {
+        let subscribed = routes.subscribed(&event.event_type);
+        if subscribed.is_empty() {
+            return Plan::Unrouted;
+        }
+        let keys = |endpoints: Vec<&EndpointConfig>| -> Vec<EndpointKey> {
+            endpoints
+                .iter()
+                .map(|e| EndpointKey::new(tenant, &e.name))
+                .collect()
+        };
+        let mut job = event.job(published);
+        let schema = routes.schema(&event.event_type);
+        // A broken event goes to every subscriber's dead letters: filters cannot judge it.
+        let need_body = subscribed.has_filters() || schema.is_some();
+        if let Some((reason, why)) = self.reject_reason(event, need_body) {
+            return Plan::Reject {
+                job,
+                endpoints: keys(subscribed.endpoints()),
+                reason,
+                why,
+                filtered_out: Vec::new(),
+            };
+        }
+        let selection = subscribed.select(event);
+        let filtered_out = selection
+            .filtered_out
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let endpoints = keys(selection.endpoints);
+        if let Some(schema) = schema
+            && !endpoints.is_empty()
+            && let Err(error) = schema.check(event.body())
+        {
+            match schema.on_invalid {
+                OnInvalid::DeadLetter => {
+                    return Plan::Reject {
+                        job,
+                        endpoints,
+                        reason: SCHEMA_VALIDATION_FAILED,
+                        why: format!(
+                            "payload does not match the schema of event type {}: {error}",
+                            event.event_type
+                        ),
+                        filtered_out,
+                    };
+                }
+                OnInvalid::Deliver => job.schema_invalid = true,
+            }
+        }
+        Plan::Deliver {
+            job,
+            endpoints,
+            filtered_out,
+        }
+    }
+
+    /// Events that can never be delivered, whichever endpoint they go to.
+    fn reject_reason(
+        &self,
+        event: &Inbound<'_>,
+        need_body: bool,
+    ) -> Option<(&'static str, String)> {
+        let size = event.payload_len();
+        if size > self.limits.max_payload_bytes {
+            return Some((
+                "PayloadTooLarge",
+                format!(
+                    "payload of {size} bytes exceeds the limit of {} bytes",
+                    self.limits.max_payload_bytes
+                ),
+            ));
+        }
+        if let Some(why) = &event.invalid_cloudevent {
+            return Some(("InvalidCloudEvent", why.clone()));
+        }
+        event
+            .json_error(need_body)
+            .map(|why| ("InvalidPayload", why))
     }
 
     async fn enqueue(&self, endpoint: &EndpointKey, job: &Job) -> Result<(), PublishError> {
@@ -297,6 +482,25 @@ impl Router {
         };
         self.metrics.dead_lettered.get_or_create(&labels).inc();
         Ok(())
+    }
+}
+
+/// Keeps the metrics' subscription count (for the label cap) in step with the routes.
+async fn count_subscriptions(
+    mut routes: RoutesRx,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let count = routes
+            .borrow_and_update()
+            .as_ref()
+            .map_or(0, |r| r.subscription_count());
+        metrics.set_subscription_count(count);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = routes.changed() => if changed.is_err() { return },
+        }
     }
 }
 

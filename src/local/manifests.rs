@@ -1,4 +1,5 @@
-//! Reading `WebhookEndpoint`, `EventSubscription` and `Secret` manifests from a directory.
+//! Reading `WebhookEndpoint`, `EventSubscription`, `EventType` and `Secret` manifests from a
+//! directory.
 //!
 //! Every document is parsed on its own: a broken one is reported with its file, position and
 //! field, and the others load as usual.
@@ -15,7 +16,7 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     dataplane::delivery::Secrets,
-    resources::{EventSubscription, WebhookEndpoint},
+    resources::{EventSubscription, EventType, WebhookEndpoint},
     tenant_api::keys::{API_KEY_LABEL, KeyRecord, record_from_secret},
 };
 
@@ -48,6 +49,7 @@ impl fmt::Display for ManifestError {
 pub struct Manifests {
     pub endpoints: BTreeMap<String, Vec<WebhookEndpoint>>,
     pub subscriptions: BTreeMap<String, Vec<EventSubscription>>,
+    pub event_types: BTreeMap<String, Vec<EventType>>,
     pub secrets: Secrets,
     /// Tenant API keys: Secrets labelled `webhook-operator.io/api-key=true`.
     pub api_keys: Vec<KeyRecord>,
@@ -55,12 +57,13 @@ pub struct Manifests {
 }
 
 impl Manifests {
-    /// Namespaces with at least one endpoint or subscription.
+    /// Namespaces with at least one endpoint, subscription or event type.
     pub fn tenants(&self) -> impl Iterator<Item = &String> {
         let mut all: Vec<&String> = self
             .endpoints
             .keys()
             .chain(self.subscriptions.keys())
+            .chain(self.event_types.keys())
             .collect();
         all.sort();
         all.dedup();
@@ -178,6 +181,16 @@ fn add_document(manifests: &mut Manifests, document: &str) -> Result<(), String>
                 &label,
             )
         }
+        "EventType" => {
+            expect_api(API_VERSION)?;
+            let mut event_type: EventType = typed(value, &label)?;
+            let namespace = namespace_of(&mut event_type.metadata.namespace);
+            insert_unique(
+                manifests.event_types.entry(namespace).or_default(),
+                event_type,
+                &label,
+            )
+        }
         "Secret" => {
             expect_api("v1")?;
             let mut secret: Secret = typed(value, &label)?;
@@ -208,7 +221,7 @@ fn add_document(manifests: &mut Manifests, document: &str) -> Result<(), String>
         }
         "" => Err("document has no kind".into()),
         other => Err(format!(
-            "{other} {name:?}: unsupported kind (local mode reads WebhookEndpoint, EventSubscription and Secret)"
+            "{other} {name:?}: unsupported kind (local mode reads WebhookEndpoint, EventSubscription, EventType and Secret)"
         )),
     }
 }
@@ -266,6 +279,14 @@ kind: Secret
 metadata: { name: orders-signing, namespace: acme }
 stringData:
   secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+---
+apiVersion: webhook-operator.io/v1alpha1
+kind: EventType
+metadata: { name: order-paid, namespace: acme }
+spec:
+  name: order.paid
+  description: An order was paid.
+  schema: { type: object, required: [order] }
 "#;
 
     #[test]
@@ -275,6 +296,10 @@ stringData:
         assert_eq!(m.endpoints["acme"].len(), 1);
         assert_eq!(m.subscriptions["acme"].len(), 1);
         assert!(m.secrets["acme"]["orders-signing"].contains_key("secret"));
+        let event_type = &m.event_types["acme"][0];
+        assert_eq!(event_type.spec.name, "order.paid");
+        assert!(event_type.spec.schema.is_some());
+        assert_eq!(m.tenants().collect::<Vec<_>>(), ["acme"]);
     }
 
     #[test]

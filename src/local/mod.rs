@@ -36,7 +36,7 @@ use manifests::Manifests;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LocalArgs {
-    /// Directory of WebhookEndpoint, EventSubscription and Secret manifests (re-read on change).
+    /// Directory of WebhookEndpoint, EventSubscription, EventType and Secret manifests (re-read on change).
     #[arg(long)]
     pub manifests: PathBuf,
     /// `--allow-private-networks`, `--allow-cidr`: where deliveries may connect.
@@ -192,15 +192,33 @@ impl ManifestWatcher {
                 .get(tenant)
                 .map(Vec::as_slice)
                 .unwrap_or_default();
+            let event_types = manifests
+                .event_types
+                .get(tenant)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             let report = compile_tenant(
                 tenant,
                 endpoints,
                 subscriptions,
+                event_types,
                 manifests.secrets.get(tenant).unwrap_or(&empty),
             );
-            for (name, verdict) in report.endpoints.iter().chain(&report.subscriptions) {
+            let verdicts = [
+                ("WebhookEndpoint", &report.endpoints),
+                ("EventSubscription", &report.subscriptions),
+                ("EventType", &report.event_types),
+            ];
+            for (kind, verdicts) in verdicts {
+                for (name, verdict) in verdicts {
+                    if let Err(problem) = verdict {
+                        tracing::warn!(namespace = %tenant, kind, %name, reason = problem.reason, "{}", problem.message);
+                    }
+                }
+            }
+            for (name, verdict) in report.catalog.iter().flatten() {
                 if let Err(problem) = verdict {
-                    tracing::warn!(namespace = %tenant, %name, reason = problem.reason, "{}", problem.message);
+                    tracing::warn!(namespace = %tenant, kind = "EventSubscription", %name, reason = problem.reason, "{}", problem.message);
                 }
             }
             for endpoint in endpoints {

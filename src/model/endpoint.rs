@@ -2,6 +2,7 @@
 
 use std::{collections::BTreeMap, fmt, time::Duration};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::duration::serde_go;
@@ -52,6 +53,25 @@ pub struct EndpointConfig {
     pub max_in_flight: u32,
     #[serde(default)]
     pub paused: bool,
+    #[serde(default, skip_serializing_if = "DeliveryFormat::is_standard")]
+    pub format: DeliveryFormat,
+}
+
+/// How a webhook is framed on the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryFormat {
+    /// Standard Webhooks: the payload as published, `webhook-*` headers.
+    #[default]
+    Standard,
+    /// Standard Webhooks plus CloudEvents HTTP binary mode (`ce-*` headers, the event's data as body).
+    CloudEvents,
+}
+
+impl DeliveryFormat {
+    pub fn is_standard(&self) -> bool {
+        *self == Self::Standard
+    }
 }
 
 /// When to try again and when to give up.

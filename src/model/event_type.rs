@@ -71,6 +71,25 @@ impl Pattern {
         }
         Ok(Self { tokens })
     }
+
+    /// True when the pattern selects `event_type`.
+    pub fn matches(&self, event_type: &str) -> bool {
+        let mut tokens = event_type.split('.');
+        for token in &self.tokens {
+            match (token, tokens.next()) {
+                (Token::Rest, Some(_)) => return true,
+                (Token::One, Some(_)) => {}
+                (Token::Literal(literal), Some(t)) if literal == t => {}
+                _ => return false,
+            }
+        }
+        tokens.next().is_none()
+    }
+
+    /// True when the pattern has no wildcard: it names exactly one event type.
+    pub fn is_literal(&self) -> bool {
+        self.tokens.iter().all(|t| matches!(t, Token::Literal(_)))
+    }
 }
 
 /// A token trie mapping patterns to route targets, so a lookup costs the depth of the event type
@@ -164,6 +183,32 @@ mod tests {
         assert_eq!(m.matches("payment.failed"), vec![2, 4]);
         assert_eq!(m.matches("payment.failed.card.declined"), vec![2, 4]);
         assert_eq!(m.matches("order"), vec![4]);
+    }
+
+    #[test]
+    fn a_single_pattern_agrees_with_the_trie() {
+        let patterns = ["order.paid", "invoice.*", "payment.>", "*.paid", ">", "*"];
+        let types = [
+            "order.paid",
+            "invoice.x",
+            "invoice.x.y",
+            "payment",
+            "payment.a.b",
+            "a",
+        ];
+        for (i, pattern) in patterns.iter().enumerate() {
+            let parsed = Pattern::parse(pattern).unwrap_or_else(|e| panic!("{e}"));
+            let trie = matcher(&patterns);
+            for event_type in types {
+                assert_eq!(
+                    parsed.matches(event_type),
+                    trie.matches(event_type).contains(&i),
+                    "{pattern} vs {event_type}"
+                );
+            }
+        }
+        assert!(Pattern::parse("a.b").is_ok_and(|p| p.is_literal()));
+        assert!(Pattern::parse("a.*").is_ok_and(|p| !p.is_literal()));
     }
 
     #[test]

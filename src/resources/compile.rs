@@ -2,15 +2,22 @@
 //!
 //! Each object gets a verdict; an invalid object is left out of the routes and never affects
 //! the valid ones. The same code serves the controller and local mode.
+//!
+//! The namespace's `EventType`s form its event catalogue: their schemas go into the routes, and
+//! each subscription is compared with the catalogue (only when the namespace has one).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use kube::ResourceExt;
 
-use super::{EventSubscription, WebhookEndpoint, webhook_endpoint::SecretKeyRef};
+use super::{
+    EventSubscription, EventType, EventTypeSpec, WebhookEndpoint, webhook_endpoint::SecretKeyRef,
+};
 use crate::model::{
     EndpointConfig, RateLimit, RetryPolicy, Route, SecretLocation, TenantRoutes, duration,
-    event_type::Pattern,
+    event_type::{Pattern, validate_event_type},
+    filter::Filter,
+    payload_schema::{CompiledSchema, PayloadSchema},
     signing_keys::{SigningKeyError, SigningKeys},
 };
 
@@ -42,6 +49,17 @@ pub struct CompiledTenantReport {
     pub routes: TenantRoutes,
     pub endpoints: Verdicts,
     pub subscriptions: Verdicts,
+    pub event_types: Verdicts,
+    /// Per subscription, whether its event types are catalogued and current (reasons
+    /// `UnknownEventTypes`, `DeprecatedEventTypes`); `None` when the namespace has no EventType.
+    pub catalog: Option<Verdicts>,
+}
+
+/// What the catalogue knows of one event type.
+struct Catalogued {
+    /// The EventType object declaring it.
+    object: String,
+    deprecated: bool,
 }
 
 /// The Secret an endpoint signs with, applying the documented default name.
@@ -60,9 +78,11 @@ pub fn compile_tenant(
     tenant: &str,
     endpoints: &[WebhookEndpoint],
     subscriptions: &[EventSubscription],
+    event_types: &[EventType],
     secrets: &SecretData,
 ) -> CompiledTenantReport {
     let mut report = CompiledTenantReport::default();
+    let catalog = catalog(event_types, &mut report);
     let mut valid = BTreeMap::new();
     for endpoint in endpoints {
         let name = endpoint.name_any();
@@ -78,6 +98,12 @@ pub fn compile_tenant(
             routed.insert(route.endpoint.clone());
             report.routes.routes.push(route);
         });
+        if !catalog.is_empty() {
+            report.catalog.get_or_insert_default().insert(
+                name.clone(),
+                check_catalog(&subscription.spec.event_types, &catalog),
+            );
+        }
         report.subscriptions.insert(name, verdict);
     }
     report.routes.tenant = tenant.to_owned();
@@ -182,6 +208,7 @@ fn endpoint_config(
         rate_limit,
         max_in_flight: positive("spec.maxInFlight", spec.max_in_flight)?,
         paused: spec.paused,
+        format: spec.format,
     })
 }
 
@@ -250,11 +277,117 @@ fn route(subscription: &EventSubscription, endpoints: &Verdicts) -> Result<Route
         Pattern::parse(pattern)
             .map_err(|e| Problem::new("InvalidPattern", format!("spec.eventTypes[{i}]: {e}")))?;
     }
+    if let Some(filter) = &spec.filter {
+        Filter::parse(&filter.0)
+            .map_err(|e| Problem::new("InvalidFilter", format!("spec.filter{e}")))?;
+    }
     Ok(Route {
         subscription: subscription.name_any(),
         endpoint: spec.endpoint_ref.name.clone(),
         event_types: spec.event_types.clone(),
+        filter: spec.filter.as_ref().map(|f| f.0.clone()),
     })
+}
+
+/// The namespace's catalogue by event type, with a verdict per EventType; valid schemas go
+/// into the routes. Of two EventTypes declaring one type, the first by object name counts.
+fn catalog(
+    event_types: &[EventType],
+    report: &mut CompiledTenantReport,
+) -> BTreeMap<String, Catalogued> {
+    let mut sorted: Vec<&EventType> = event_types.iter().collect();
+    sorted.sort_by_key(|e| e.name_any());
+    let mut catalog = BTreeMap::new();
+    for event_type in sorted {
+        let object = event_type.name_any();
+        let verdict = declare(&event_type.spec, &object, &mut catalog)
+            .map(|schema| report.routes.schemas.extend(schema));
+        report.event_types.insert(object, verdict);
+    }
+    report
+        .routes
+        .schemas
+        .sort_by(|a, b| a.event_type.cmp(&b.event_type));
+    catalog
+}
+
+/// Adds one EventType to the catalogue and returns its schema (compiled here to check it).
+/// A type with a broken schema is still declared: only its validation is off.
+fn declare(
+    spec: &EventTypeSpec,
+    object: &str,
+    catalog: &mut BTreeMap<String, Catalogued>,
+) -> Result<Option<PayloadSchema>, Problem> {
+    validate_event_type(&spec.name)
+        .map_err(|e| Problem::new("InvalidEventType", format!("spec.name: {e}")))?;
+    if let Some(first) = catalog.get(&spec.name) {
+        return Err(Problem::new(
+            "DuplicateEventType",
+            format!(
+                "spec.name {:?} is already declared by EventType {:?}",
+                spec.name, first.object
+            ),
+        ));
+    }
+    catalog.insert(
+        spec.name.clone(),
+        Catalogued {
+            object: object.to_owned(),
+            deprecated: spec.deprecated,
+        },
+    );
+    let Some(schema) = &spec.schema else {
+        return Ok(None);
+    };
+    CompiledSchema::compile(schema, spec.on_invalid)
+        .map_err(|e| Problem::new("InvalidSchema", format!("spec.schema: {e}")))?;
+    Ok(Some(PayloadSchema {
+        event_type: spec.name.clone(),
+        schema: schema.clone(),
+        on_invalid: spec.on_invalid,
+    }))
+}
+
+/// Patterns that select no catalogued type, and literal names of deprecated types.
+fn check_catalog(
+    patterns: &[String],
+    catalog: &BTreeMap<String, Catalogued>,
+) -> Result<(), Problem> {
+    let mut unknown = Vec::new();
+    let mut deprecated = Vec::new();
+    for text in patterns {
+        // An invalid pattern is the Ready condition's business.
+        let Ok(pattern) = Pattern::parse(text) else {
+            continue;
+        };
+        if pattern.is_literal() {
+            match catalog.get(text) {
+                None => unknown.push(format!("{text:?}")),
+                Some(entry) if entry.deprecated => deprecated.push(format!("{text:?}")),
+                Some(_) => {}
+            }
+        } else if !catalog.keys().any(|t| pattern.matches(t)) {
+            unknown.push(format!("{text:?}"));
+        }
+    }
+    let mut sentences = Vec::new();
+    if !unknown.is_empty() {
+        sentences.push(format!(
+            "spec.eventTypes: no EventType in this namespace matches {}",
+            unknown.join(", ")
+        ));
+    }
+    if !deprecated.is_empty() {
+        sentences.push(format!(
+            "spec.eventTypes names deprecated event types: {}",
+            deprecated.join(", ")
+        ));
+    }
+    match (unknown.is_empty(), deprecated.is_empty()) {
+        (true, true) => Ok(()),
+        (false, _) => Err(Problem::new("UnknownEventTypes", sentences.join("; "))),
+        (true, false) => Err(Problem::new("DeprecatedEventTypes", sentences.join("; "))),
+    }
 }
 
 #[cfg(test)]
@@ -280,8 +413,18 @@ mod tests {
                     name: endpoint.into(),
                 },
                 event_types: types.iter().map(|s| s.to_string()).collect(),
+                filter: None,
             },
         )
+    }
+
+    fn event_type(object: &str, name: &str, extra: serde_json::Value) -> EventType {
+        let mut spec = serde_json::json!({ "name": name });
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        let spec = serde_json::from_value(spec).unwrap_or_else(|e| panic!("{e}"));
+        EventType::new(object, spec)
     }
 
     fn secrets(names: &[&str]) -> SecretData {
@@ -301,6 +444,7 @@ mod tests {
             "acme",
             &[endpoint("a", "https://a.example/hook")],
             &[subscription("s", "a", &["order.*"])],
+            &[],
             &secrets(&["a"]),
         );
         assert_eq!(report.endpoints["a"], Ok(()));
@@ -342,6 +486,7 @@ mod tests {
                 subscription("to-invalid", "ftp", &["a.b"]),
                 subscription("bad-pattern", "good", &["a.>.b"]),
             ],
+            &[],
             &secrets(&["good", "ftp", "slow", "hdr"]),
         );
         let reason = |v: &Verdicts, n: &str| v[n].as_ref().err().map(|p| p.reason);
@@ -390,7 +535,13 @@ mod tests {
             "a-signing".into(),
             BTreeMap::from([("secret".into(), b"supersecretvalue".to_vec())]),
         );
-        let report = compile_tenant("acme", &[endpoint("a", "https://a.example")], &[], &data);
+        let report = compile_tenant(
+            "acme",
+            &[endpoint("a", "https://a.example")],
+            &[],
+            &[],
+            &data,
+        );
         let problem = report.endpoints["a"].clone().err();
         assert_eq!(problem.as_ref().map(|p| p.reason), Some("InvalidSecret"));
         assert!(
@@ -398,6 +549,124 @@ mod tests {
                 .map(|p| p.message)
                 .unwrap_or_default()
                 .contains("supersecretvalue")
+        );
+    }
+
+    #[test]
+    fn filters_are_validated_and_routed() {
+        let mut filtered = subscription("big", "a", &["order.paid"]);
+        filtered.spec.filter = Some(crate::resources::filter::FilterSpec(serde_json::json!(
+            {"all": [{"field": "$.amount", "gte": 100}, {"header": "x-region", "prefix": "eu-"}]}
+        )));
+        let mut broken = subscription("broken", "a", &["order.paid"]);
+        broken.spec.filter = Some(crate::resources::filter::FilterSpec(serde_json::json!(
+            {"any": [{"field": "$.a", "eq": 1}, {"field": "$.b", "gt": "many"}]}
+        )));
+        let report = compile_tenant(
+            "acme",
+            &[endpoint("a", "https://a.example")],
+            &[filtered, broken],
+            &[],
+            &secrets(&["a"]),
+        );
+        assert_eq!(report.subscriptions["big"], Ok(()));
+        let problem = report.subscriptions["broken"].clone().expect_err("invalid");
+        assert_eq!(problem.reason, "InvalidFilter");
+        assert!(
+            problem.message.starts_with("spec.filter.any[1].gt: "),
+            "{}",
+            problem.message
+        );
+        assert_eq!(report.routes.routes.len(), 1);
+        assert!(report.routes.routes[0].filter.is_some());
+        assert!(
+            report.catalog.is_none(),
+            "no EventType, no catalogue verdicts"
+        );
+    }
+
+    #[test]
+    fn event_types_form_the_catalogue_and_carry_schemas() {
+        let schema = serde_json::json!({"schema": {"type": "object", "required": ["order"]}});
+        let report = compile_tenant(
+            "acme",
+            &[endpoint("a", "https://a.example")],
+            &[
+                subscription("known", "a", &["order.paid", "order.*"]),
+                subscription("typo", "a", &["order.payed", "invoice.*", "order.legacy"]),
+                subscription("old", "a", &["order.legacy"]),
+                subscription("dangling", "missing", &["order.paid"]),
+            ],
+            &[
+                event_type("order-paid", "order.paid", schema.clone()),
+                event_type(
+                    "order-legacy",
+                    "order.legacy",
+                    serde_json::json!({"deprecated": true}),
+                ),
+                event_type("z-dup", "order.paid", serde_json::json!({})),
+                event_type(
+                    "broken",
+                    "order.broken",
+                    serde_json::json!({"schema": {"type": 7}}),
+                ),
+                event_type("wild", "order.*", serde_json::json!({})),
+            ],
+            &secrets(&["a"]),
+        );
+        let reason = |v: &Verdicts, n: &str| v[n].as_ref().err().map(|p| p.reason);
+        assert_eq!(reason(&report.event_types, "order-paid"), None);
+        assert_eq!(
+            reason(&report.event_types, "z-dup"),
+            Some("DuplicateEventType")
+        );
+        assert_eq!(reason(&report.event_types, "broken"), Some("InvalidSchema"));
+        assert_eq!(
+            reason(&report.event_types, "wild"),
+            Some("InvalidEventType")
+        );
+        assert_eq!(
+            report
+                .routes
+                .schemas
+                .iter()
+                .map(|s| s.event_type.as_str())
+                .collect::<Vec<_>>(),
+            ["order.paid"],
+            "only valid schemas are routed"
+        );
+        let catalog = report.catalog.expect("the namespace has a catalogue");
+        assert_eq!(catalog["known"], Ok(()));
+        assert_eq!(
+            reason(&catalog, "dangling"),
+            None,
+            "judged even when not routed"
+        );
+        assert_eq!(reason(&catalog, "old"), Some("DeprecatedEventTypes"));
+        let typo = catalog["typo"].clone().expect_err("unknown types");
+        assert_eq!(typo.reason, "UnknownEventTypes");
+        assert!(
+            typo.message.contains(r#""order.payed", "invoice.*""#)
+                && typo
+                    .message
+                    .contains(r#"deprecated event types: "order.legacy""#),
+            "{}",
+            typo.message
+        );
+        // A declared type whose schema is broken is still catalogued.
+        assert!(
+            check_catalog(&["order.broken".into()], &{
+                let mut r = CompiledTenantReport::default();
+                super::catalog(
+                    &[event_type(
+                        "broken",
+                        "order.broken",
+                        serde_json::json!({"schema": {"type": 7}}),
+                    )],
+                    &mut r,
+                )
+            })
+            .is_ok()
         );
     }
 }

@@ -5,6 +5,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::filter::FilterSpec;
+
 /// One pattern: tokens separated by dots, `*` for one token, `>` (last) for the rest.
 pub const EVENT_TYPE_PATTERN: &str = r"^(>|(\*|[^.*>\s]+)(\.(\*|[^.*>\s]+))*(\.>)?)$";
 
@@ -33,6 +35,9 @@ pub struct EventSubscriptionSpec {
         inner(pattern(EVENT_TYPE_PATTERN), length(min = 1, max = 256))
     )]
     pub event_types: Vec<String>,
+    /// Optional payload filter: only events it matches are delivered (see the README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<FilterSpec>,
 }
 
 /// Reference to a WebhookEndpoint in the same namespace.

@@ -3,9 +3,12 @@
 
 pub mod compile;
 pub mod event_subscription;
+pub mod event_type;
+pub mod filter;
 pub mod webhook_endpoint;
 
 pub use event_subscription::{EventSubscription, EventSubscriptionSpec, EventSubscriptionStatus};
+pub use event_type::{EventType, EventTypeSpec, EventTypeStatus};
 pub use webhook_endpoint::{WebhookEndpoint, WebhookEndpointSpec, WebhookEndpointStatus};
 
 use kube::CustomResourceExt;
@@ -13,7 +16,11 @@ use kube::CustomResourceExt;
 /// The CRDs as multi-document YAML: the output of `webhook-operator crdgen` and of `crds/`.
 pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {
     let mut out = String::new();
-    for crd in [WebhookEndpoint::crd(), EventSubscription::crd()] {
+    for crd in [
+        WebhookEndpoint::crd(),
+        EventSubscription::crd(),
+        EventType::crd(),
+    ] {
         out.push_str("---\n");
         out.push_str(&serde_saphyr::to_string(&crd)?);
     }
@@ -22,8 +29,14 @@ pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::{event_subscription::EVENT_TYPE_PATTERN, webhook_endpoint::URL_PATTERN};
-    use crate::model::{duration, event_type::Pattern};
+    use super::{
+        event_subscription::EVENT_TYPE_PATTERN, event_type::EVENT_TYPE_NAME_PATTERN,
+        webhook_endpoint::URL_PATTERN,
+    };
+    use crate::model::{
+        duration,
+        event_type::{Pattern, validate_event_type},
+    };
 
     fn matches(pattern: &str, text: &str) -> bool {
         regex::Regex::new(pattern)
@@ -56,6 +69,11 @@ mod tests {
                 Pattern::parse(text).is_ok(),
                 "{text:?}"
             );
+            assert_eq!(
+                matches(EVENT_TYPE_NAME_PATTERN, text),
+                validate_event_type(text).is_ok(),
+                "EventType name {text:?}"
+            );
         }
         for text in [
             "500ms", "5s", "1m30s", "6h", "1.5h", "10us", "5", "s", "-5s", "1d", "5 s", "",
@@ -87,6 +105,9 @@ mod tests {
             "x-kubernetes-list-type: map",
             "name: Health",
             "name: Dead",
+            "kind: EventType",
+            "name: Deprecated",
+            "x-kubernetes-preserve-unknown-fields",
             "subresources",
         ] {
             assert!(yaml.contains(needle), "CRDs lack {needle}");

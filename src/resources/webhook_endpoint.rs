@@ -7,7 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Health, LastFailure, duration::GO_DURATION_PATTERN};
+use crate::model::{DeliveryFormat, Health, LastFailure, duration::GO_DURATION_PATTERN};
 
 /// Loose check at admission; the full parse happens in [`super::compile`].
 pub const URL_PATTERN: &str = r"^[hH][tT][tT][pP][sS]?://[^\s/?#]+([/?#]\S*)?$";
@@ -61,6 +61,9 @@ pub struct WebhookEndpointSpec {
     /// Keep queueing, send nothing.
     #[serde(default)]
     pub paused: bool,
+    /// `standard` (Standard Webhooks) or `cloudevents` (adds CloudEvents HTTP binary mode).
+    #[serde(default, skip_serializing_if = "DeliveryFormat::is_standard")]
+    pub format: DeliveryFormat,
 }
 
 /// A key of a Secret in the endpoint's namespace.

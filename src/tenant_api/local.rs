@@ -420,6 +420,7 @@ mod tests {
                 Spec::Subscription(EventSubscriptionSpec {
                     endpoint_ref: EndpointRef { name: "api".into() },
                     event_types: vec!["order.*".into()],
+                    filter: None,
                 }),
             )
             .await

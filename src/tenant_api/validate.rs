@@ -197,7 +197,7 @@ fn check_spec(namespace: &str, name: &str, spec: &Spec) -> Result<(), Invalid> {
         secret.name,
         BTreeMap::from([(secret.key, SigningKeys::generate().into_bytes())]),
     )]);
-    let report = compile::compile_tenant(namespace, &[endpoint], &subscriptions, &secrets);
+    let report = compile::compile_tenant(namespace, &[endpoint], &subscriptions, &[], &secrets);
     let verdict = match spec {
         Spec::Endpoint(_) => report.endpoints.into_values().next(),
         Spec::Subscription(_) => report.subscriptions.into_values().next(),

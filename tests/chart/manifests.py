@@ -34,8 +34,9 @@ PROXY_ENV = {"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"}
 CONTROLLER_CLUSTER_PERMISSIONS = {
     *{("webhook-operator.io", r, v) for r in ("webhookendpoints", "eventsubscriptions")
       for v in ("get", "list", "watch", "patch")},
-    *{("webhook-operator.io", f"{r}/status", v) for r in ("webhookendpoints", "eventsubscriptions")
-      for v in ("get", "patch")},
+    *{("webhook-operator.io", "eventtypes", v) for v in ("get", "list", "watch")},
+    *{("webhook-operator.io", f"{r}/status", v)
+      for r in ("webhookendpoints", "eventsubscriptions", "eventtypes") for v in ("get", "patch")},
     # Signing Secrets are created with an owner reference (blockOwnerDeletion) to the endpoint.
     ("webhook-operator.io", "webhookendpoints/finalizers", "update"),
     *{("", "secrets", v) for v in ("get", "list", "watch", "create")},

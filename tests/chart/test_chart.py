@@ -272,7 +272,8 @@ def test_crds_are_the_generated_ones():
         (crd_file,) = chart.crds
     crds = m.parse(crd_file["data"])
     assert sorted(c["metadata"]["name"] for c in crds) == [
-        "eventsubscriptions.webhook-operator.io", "webhookendpoints.webhook-operator.io"]
+        "eventsubscriptions.webhook-operator.io", "eventtypes.webhook-operator.io",
+        "webhookendpoints.webhook-operator.io"]
     m.check_valid_for_kind(crds)
 
 

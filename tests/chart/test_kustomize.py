@@ -43,7 +43,7 @@ def test_default_is_valid_and_least_privilege():
 def test_default_installs_what_the_chart_installs():
     rendered = m.parse(build("default"))
     kinds = sorted(o["kind"] for o in rendered)
-    assert kinds == sorted(["Namespace", "CustomResourceDefinition", "CustomResourceDefinition",
+    assert kinds == sorted(["Namespace", *["CustomResourceDefinition"] * 3,
                             "ServiceAccount", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
                             "Role", "RoleBinding", "Deployment", "Deployment", "Service", "Service",
                             "PodDisruptionBudget", "PodDisruptionBudget"])

@@ -120,6 +120,22 @@ impl Nats {
     }
 }
 
+impl Nats {
+    /// Publishes an event with the given headers (CloudEvents, Content-Type, anything).
+    pub async fn publish_with(&self, subject: &str, headers: &[(&str, &str)], payload: &[u8]) {
+        let js = async_nats::jetstream::new(self.client().await);
+        let mut map = async_nats::HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(*name, *value);
+        }
+        js.publish_with_headers(subject.to_owned(), map, payload.to_vec().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("publish ack");
+    }
+}
+
 impl Drop for Nats {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -556,6 +572,13 @@ spec:
 "#,
         types.join(", ")
     )
+}
+
+/// The value of one Prometheus sample, e.g. `webhook_events_filtered_total{tenant="acme",subscription="big"}`.
+pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
 /// Fast retries for tests.

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::{
     address_guard::{GuardedClient, blocked_cause},
     backoff::parse_retry_after,
+    outgoing::{self, Outgoing},
     signature,
 };
 use crate::{
@@ -57,7 +58,11 @@ pub async fn send(
 ) -> AttemptReport {
     let started = Instant::now();
     let timestamp = Timestamp::now().as_second();
-    let headers = match request_headers(endpoint, keys, job, timestamp) {
+    let outgoing = match outgoing::build(endpoint.format, job) {
+        Ok(outgoing) => outgoing,
+        Err(message) => return failure(AttemptResult::Error, "InvalidRequest", message, started),
+    };
+    let headers = match request_headers(endpoint, keys, job, &outgoing, timestamp) {
         Ok(headers) => headers,
         Err(message) => return failure(AttemptResult::Error, "InvalidRequest", message, started),
     };
@@ -76,7 +81,7 @@ pub async fn send(
     let response = request
         .headers(headers)
         .timeout(endpoint.timeout)
-        .body(job.payload.clone())
+        .body(outgoing.body)
         .send()
         .await;
     let response = match response {
@@ -124,6 +129,7 @@ fn request_headers(
     endpoint: &EndpointConfig,
     keys: &SigningKeys,
     job: &Job,
+    outgoing: &Outgoing,
     timestamp: i64,
 ) -> Result<HeaderMap, String> {
     let mut headers = HeaderMap::new();
@@ -137,7 +143,12 @@ fn request_headers(
     }
     let value =
         |v: &str| HeaderValue::from_str(v).map_err(|_| format!("invalid header value {v:?}"));
-    headers.insert(CONTENT_TYPE, value(&job.content_type)?);
+    for (name, format_value) in &outgoing.headers {
+        headers.insert(name, format_value.clone());
+    }
+    if let Some(content_type) = &outgoing.content_type {
+        headers.insert(CONTENT_TYPE, value(content_type)?);
+    }
     headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
     headers.insert("webhook-id", value(&job.event_id)?);
     headers.insert("webhook-timestamp", HeaderValue::from(timestamp));
@@ -147,7 +158,7 @@ fn request_headers(
             keys,
             &job.event_id,
             timestamp,
-            &job.payload,
+            &outgoing.body,
         ))?,
     );
     headers.insert("webhook-event-type", value(&job.event_type)?);

@@ -5,6 +5,7 @@ pub mod address_guard;
 pub mod attempt;
 pub mod backoff;
 pub mod breaker;
+pub mod outgoing;
 pub mod signature;
 mod worker;
 
