@@ -216,12 +216,17 @@ fn names() -> impl Iterator<Item = (String, String)> {
 
 fn world() -> World {
     let (client, counts) = mock_api();
-    let (endpoints_reader, endpoints) = reflector::store();
-    let (subscriptions_reader, subscriptions) = reflector::store();
+    let (endpoints_reader, mut endpoints) = reflector::store();
+    let (subscriptions_reader, mut subscriptions) = reflector::store();
     let (event_types_reader, mut event_types) = reflector::store::<EventType>();
     event_types.apply_watcher_event(&watcher::Event::InitDone);
     let (secrets_reader, mut secrets) = reflector::store();
     let (deployments_reader, mut deployments) = reflector::store();
+    // Listed first (reconciles wait for that); the objects are applied afterwards.
+    endpoints.apply_watcher_event(&watcher::Event::InitDone);
+    subscriptions.apply_watcher_event(&watcher::Event::InitDone);
+    secrets.apply_watcher_event(&watcher::Event::InitDone);
+    deployments.apply_watcher_event(&watcher::Event::InitDone);
     for (namespace, name) in names() {
         let secret = Secret {
             metadata: ObjectMeta {

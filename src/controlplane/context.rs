@@ -70,6 +70,27 @@ pub struct Stores {
     pub deployments: Store<Deployment>,
 }
 
+impl Stores {
+    /// Waits until every cache has been listed once. Compiling a namespace from a cache still
+    /// loading (after a restart or a leader change) would publish routes without its
+    /// subscriptions, and routers would acknowledge its events as unrouted: lost.
+    pub async fn ready(&self) -> Result<(), Error> {
+        let (endpoints, subscriptions, event_types, secrets, deployments) = tokio::join!(
+            self.endpoints.wait_until_ready(),
+            self.subscriptions.wait_until_ready(),
+            self.event_types.wait_until_ready(),
+            self.secrets.wait_until_ready(),
+            self.deployments.wait_until_ready(),
+        );
+        endpoints
+            .and(subscriptions)
+            .and(event_types)
+            .and(secrets)
+            .and(deployments)
+            .map_err(|_| Error::CachesClosed)
+    }
+}
+
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,

@@ -41,6 +41,7 @@ pub async fn reconcile(endpoint: Arc<WebhookEndpoint>, ctx: Arc<Context>) -> Res
         .namespace()
         .ok_or_else(|| Error::NotNamespaced(endpoint.name_any()))?;
     let key = backoff_key(endpoint.as_ref());
+    ctx.stores.ready().await?;
     let api: Api<WebhookEndpoint> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, endpoint, |event| async {
         match event {

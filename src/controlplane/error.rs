@@ -16,6 +16,8 @@ pub enum Error {
     Enable(#[from] crate::dataplane::stats::EnableError),
     #[error("replaying dead letters of {endpoint}: {message}")]
     Replay { endpoint: String, message: String },
+    #[error("the controller's caches stopped before they were listed")]
+    CachesClosed,
 }
 
 impl Error {
@@ -27,6 +29,7 @@ impl Error {
             Self::Routes { .. } | Self::Replay { .. } => "nats",
             Self::Encode(_) => "encode",
             Self::Enable(_) => "nats",
+            Self::CachesClosed => "kubernetes_api",
         }
     }
 }

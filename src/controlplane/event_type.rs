@@ -35,6 +35,7 @@ pub async fn reconcile(event_type: Arc<EventType>, ctx: Arc<Context>) -> Result<
         .namespace()
         .ok_or_else(|| Error::NotNamespaced(event_type.name_any()))?;
     let key = backoff_key(event_type.as_ref());
+    ctx.stores.ready().await?;
     let report = ctx.compile(&namespace, Default::default());
     let desired = match report.event_types.get(&event_type.name_any()) {
         Some(Err(problem)) => Desired::new(READY, false, problem.reason, problem.message.clone()),

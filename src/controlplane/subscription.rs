@@ -30,6 +30,7 @@ pub async fn reconcile(
         .namespace()
         .ok_or_else(|| Error::NotNamespaced(subscription.name_any()))?;
     let key = backoff_key(subscription.as_ref());
+    ctx.stores.ready().await?;
     let api: Api<EventSubscription> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, subscription, |event| async {
         let report = ctx.compile(&namespace, Default::default());
@@ -47,17 +48,8 @@ pub async fn reconcile(
                     ),
                 };
                 write_ready(&subscription, &desired, &ctx).await?;
-                // Until the EventTypes are listed, "no catalogue" may just mean "not loaded yet".
-                if ctx
-                    .stores
-                    .event_types
-                    .wait_until_ready()
-                    .now_or_never()
-                    .is_some()
-                {
-                    let catalog = desired_catalog(&report, &subscription.name_any());
-                    write_catalog(&subscription, catalog.as_ref(), &ctx).await?;
-                }
+                let catalog = desired_catalog(&report, &subscription.name_any());
+                write_catalog(&subscription, catalog.as_ref(), &ctx).await?;
                 tenant::sync(&ctx, &namespace, &report).await?;
                 Ok(Action::requeue(Duration::from_secs(300)))
             }

@@ -220,13 +220,17 @@ fn settings() -> WorkloadSettings {
 impl Fixture {
     fn new() -> Self {
         let (client, api) = ApiServer::start();
-        let (endpoints_reader, endpoints) = reflector::store();
-        let (subscriptions_reader, subscriptions) = reflector::store();
+        let (endpoints_reader, mut endpoints) = reflector::store();
+        let (subscriptions_reader, mut subscriptions) = reflector::store();
         let (event_types_reader, mut event_types) = reflector::store();
-        // Listed (and empty): "no catalogue" is then a fact, not a cache still loading.
+        let (secrets_reader, mut secrets) = reflector::store();
+        let (deployments_reader, mut deployments) = reflector::store();
+        // Listed (and empty): reconciles wait for that, and objects are added afterwards.
+        endpoints.apply_watcher_event(&watcher::Event::InitDone);
+        subscriptions.apply_watcher_event(&watcher::Event::InitDone);
         event_types.apply_watcher_event(&watcher::Event::InitDone);
-        let (secrets_reader, secrets) = reflector::store();
-        let (deployments_reader, deployments) = reflector::store();
+        secrets.apply_watcher_event(&watcher::Event::InitDone);
+        deployments.apply_watcher_event(&watcher::Event::InitDone);
         let sink = Arc::new(RecordingSink::default());
         let recorder = Recorder::new(
             client.clone(),
@@ -1044,4 +1048,31 @@ async fn event_types_report_broken_schemas_and_publish_valid_ones() {
         schemas[0].on_invalid,
         crate::model::payload_schema::OnInvalid::Deliver
     );
+}
+
+#[tokio::test]
+async fn reconciles_wait_until_every_cache_is_listed() {
+    let (endpoints_reader, mut endpoints) = reflector::store::<WebhookEndpoint>();
+    let (subscriptions_reader, mut subscriptions) = reflector::store::<EventSubscription>();
+    let (event_types_reader, mut event_types) = reflector::store::<EventType>();
+    let (secrets_reader, mut secrets) = reflector::store::<Secret>();
+    let (deployments_reader, mut deployments) = reflector::store::<Deployment>();
+    let stores = Stores {
+        endpoints: endpoints_reader,
+        subscriptions: subscriptions_reader,
+        event_types: event_types_reader,
+        secrets: secrets_reader,
+        deployments: deployments_reader,
+    };
+    endpoints.apply_watcher_event(&watcher::Event::InitDone);
+    event_types.apply_watcher_event(&watcher::Event::InitDone);
+    secrets.apply_watcher_event(&watcher::Event::InitDone);
+    deployments.apply_watcher_event(&watcher::Event::InitDone);
+    // Subscriptions still loading: compiling now would publish routes without them.
+    assert!(
+        stores.ready().now_or_never().is_none(),
+        "not ready while the subscriptions are being listed"
+    );
+    subscriptions.apply_watcher_event(&watcher::Event::InitDone);
+    assert!(matches!(stores.ready().now_or_never(), Some(Ok(()))));
 }
