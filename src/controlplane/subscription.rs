@@ -3,7 +3,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures::FutureExt;
 use kube::{
     Api, ResourceExt,
     runtime::{
