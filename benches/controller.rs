@@ -117,10 +117,13 @@ fn settings() -> WorkloadSettings {
         deliver_cpu_limit: "1".into(),
         deliver_memory_limit: "256Mi".into(),
         deliver_nats_creds_secret: None,
+        deliver_nats: Default::default(),
         deliver_nats_url: "nats://nats:4222".into(),
         deliver_allow_private_networks: false,
         deliver_allow_cidrs: Vec::new(),
         deliver_log_format: "json".into(),
+        deliver_egress_proxy: None,
+        require_https: false,
     }
 }
 
@@ -206,6 +209,8 @@ fn world() -> World {
     let (subscriptions_reader, subscriptions) = reflector::store();
     let (secrets_reader, mut secrets) = reflector::store();
     let (deployments_reader, mut deployments) = reflector::store();
+    // No ConfigMaps in this benchmark: an empty cache.
+    let (config_maps_reader, _config_maps) = reflector::store();
     for (namespace, name) in names() {
         let secret = Secret {
             metadata: ObjectMeta {
@@ -230,6 +235,7 @@ fn world() -> World {
         endpoints: endpoints_reader,
         subscriptions: subscriptions_reader,
         secrets: secrets_reader,
+        config_maps: config_maps_reader,
         deployments: deployments_reader,
     };
     let recorder = Recorder::new(

@@ -351,8 +351,9 @@ def workload_problems(tenant: str, operator_namespace: str, objects: dict, nats_
     if role is not None:
         rules = role.get("rules") or []
         simple = [(r.get("apiGroups"), r.get("resources"), sorted(r.get("verbs") or [])) for r in rules]
-        if simple != [([""], ["secrets"], ["get", "list", "watch"])]:
-            problems.append(f"Role {tenant}/{TENANT_ROLE} grants {rules}; expected only get/list/watch on secrets")
+        if simple != [([""], ["secrets", "configmaps"], ["get", "list", "watch"])]:
+            problems.append(f"Role {tenant}/{TENANT_ROLE} grants {rules}; "
+                            "expected only get/list/watch on secrets and configmaps")
     binding = objects.get("RoleBinding")
     if binding is not None:
         ref = binding.get("roleRef") or {}
@@ -525,7 +526,7 @@ def plan(cfg: Config, paths: dict) -> list[tuple[str, list[str]]]:
             f"wait: both Ready=True/Active for their generation, finalizer {FINALIZER}",
             f"Secret {ns}/{ENDPOINT}-signing created (key 'secret' = whsec_..., owned by the endpoint)",
             f"Deployment+ServiceAccount {opns}/{workload_name(ns)}, Role+RoleBinding {ns}/{TENANT_ROLE} "
-            "(labels, args, NATS_URL, RBAC limited to reading secrets)",
+            "(labels, args, NATS_URL, RBAC limited to reading secrets and configmaps)",
             f"routes bucket key {ns}: endpoint {ENDPOINT} and its route; status.health Pending",
             "start scripts/sample_receiver.py with the key read from the Secret",
         ]),
@@ -1044,7 +1045,7 @@ class Run:
         if problems:
             fail("delivery workload: " + "; ".join(problems))
         self.ok(f"delivery workload: Deployment+ServiceAccount {self.cfg.operator_namespace}/{workload_name(ns)} "
-                f"(deliver --tenant {ns}, 0 replicas), Role+RoleBinding {ns}/{TENANT_ROLE} (read secrets only)")
+                f"(deliver --tenant {ns}, 0 replicas), Role+RoleBinding {ns}/{TENANT_ROLE} (read secrets and configmaps only)")
 
         self.wait_routes(endpoint=ENDPOINT, url=self.receiver_url,
                          routes={SUBSCRIPTION: ["order.paid", "invoice.*"]})

@@ -130,7 +130,8 @@ def good_workload(tenant="t1", opns="t1-operator", nats="nats://127.0.0.1:4222")
                                      "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}]}}}},
         "ServiceAccount": {"metadata": meta(opns, name)},
         "Role": {"metadata": meta(tenant, "webhook-operator-deliver"),
-                 "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]}]},
+                 "rules": [{"apiGroups": [""], "resources": ["secrets", "configmaps"],
+                            "verbs": ["get", "list", "watch"]}]},
         "RoleBinding": {"metadata": meta(tenant, "webhook-operator-deliver"),
                         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                     "name": "webhook-operator-deliver"},
@@ -155,7 +156,7 @@ class WorkloadTest(unittest.TestCase):
              "NATS_URL"),
             (lambda w: w["Deployment"]["spec"].update(replicas=1), "replicas 1"),
             (lambda w: w["Role"]["rules"][0]["verbs"].append("delete"), "only get/list/watch"),
-            (lambda w: w["Role"]["rules"].append({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}),
+            (lambda w: w["Role"]["rules"].append({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}),
              "only get/list/watch"),
             (lambda w: w["RoleBinding"]["subjects"][0].update(namespace="elsewhere"), "binds"),
         ]

@@ -5,7 +5,7 @@
 pub mod manifests;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     hash::{DefaultHasher, Hash, Hasher},
     path::PathBuf,
     sync::Arc,
@@ -20,25 +20,29 @@ use crate::{
     admin::{self, AdminState, CatalogEntry},
     dataplane::topology::Authority,
     dataplane::{
-        delivery::{self, DeliveryContext, Secrets, address_guard::AddressGuardArgs},
+        delivery::{
+            DeliveryContext, TenantData,
+            clients::{Clients, OutboundArgs},
+        },
         route_store::{self, Scope},
         router::Router,
         stats::{StatsFolder, StatsView},
     },
-    model::EndpointKey,
+    model::{EndpointKey, NamespaceData},
     pipeline::PipelineArgs,
-    resources::compile::compile_tenant,
+    resources::compile::{Policy, compile_tenant},
 };
 use manifests::Manifests;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LocalArgs {
-    /// Directory of WebhookEndpoint, EventSubscription and Secret manifests (re-read on change).
+    /// Directory of WebhookEndpoint, EventSubscription, Secret and ConfigMap manifests
+    /// (re-read on change).
     #[arg(long)]
     pub manifests: PathBuf,
-    /// `--allow-private-networks`, `--allow-cidr`: where deliveries may connect.
+    /// Where and how deliveries may connect.
     #[command(flatten)]
-    pub address_guard: AddressGuardArgs,
+    pub outbound: OutboundArgs,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
@@ -50,16 +54,22 @@ pub async fn run(args: LocalArgs, cancel: CancellationToken) -> anyhow::Result<(
     if !args.manifests.is_dir() {
         anyhow::bail!("--manifests {}: not a directory", args.manifests.display());
     }
-    let guard = args.address_guard.guard();
-    tracing::info!(%guard, "outbound address guard");
+    let clients = Clients::new(
+        args.outbound.address_guard.guard(),
+        args.outbound.egress_proxy.clone(),
+    )?;
+    clients.log_settings(args.outbound.require_https);
     let connected = args.pipeline.connect("local", Authority::Owner).await?;
-    let (secrets_tx, secrets_rx) = watch::channel(Arc::new(Secrets::new()));
+    let (data_tx, data_rx) = watch::channel(Arc::new(TenantData::new()));
     let (catalog_tx, catalog_rx) = watch::channel(Arc::new(Vec::new()));
     let mut watcher = ManifestWatcher {
         dir: args.manifests.clone(),
         routes: connected.topology.routes.clone(),
-        secrets: secrets_tx,
+        data: data_tx,
         catalog: catalog_tx,
+        policy: Policy {
+            require_https: args.outbound.require_https,
+        },
         fingerprint: None,
     };
     watcher.refresh().await;
@@ -86,13 +96,14 @@ pub async fn run(args: LocalArgs, cancel: CancellationToken) -> anyhow::Result<(
     );
     let ctx = Arc::new(DeliveryContext {
         js: connected.js.clone(),
-        client: delivery::http_client(guard)?,
+        clients,
+        require_https: args.outbound.require_https,
         metrics: connected.metrics.clone(),
     });
-    tokio::spawn(delivery::run(
+    tokio::spawn(crate::dataplane::delivery::run(
         ctx,
         routes.clone(),
-        secrets_rx,
+        data_rx,
         cancel.clone(),
     ));
     let state = AdminState::for_pipeline(
@@ -109,8 +120,9 @@ pub async fn run(args: LocalArgs, cancel: CancellationToken) -> anyhow::Result<(
 struct ManifestWatcher {
     dir: PathBuf,
     routes: kv::Store,
-    secrets: watch::Sender<Arc<Secrets>>,
+    data: watch::Sender<Arc<TenantData>>,
     catalog: watch::Sender<Arc<Vec<CatalogEntry>>>,
+    policy: Policy,
     fingerprint: Option<u64>,
 }
 
@@ -152,11 +164,10 @@ impl ManifestWatcher {
 
     async fn apply(&self, manifests: Manifests) -> Result<(), route_store::RouteStoreError> {
         // Secrets first: delivery must know a new endpoint's key by the time its route arrives.
-        self.secrets
-            .send_replace(Arc::new(manifests.secrets.clone()));
+        self.data.send_replace(Arc::new(manifests.data.clone()));
         let mut catalog = Vec::new();
         let mut live = BTreeSet::new();
-        let empty = BTreeMap::new();
+        let empty = NamespaceData::default();
         for tenant in manifests.tenants() {
             let endpoints = manifests
                 .endpoints
@@ -172,7 +183,8 @@ impl ManifestWatcher {
                 tenant,
                 endpoints,
                 subscriptions,
-                manifests.secrets.get(tenant).unwrap_or(&empty),
+                manifests.data.get(tenant).unwrap_or(&empty),
+                self.policy,
             );
             for (name, verdict) in report.endpoints.iter().chain(&report.subscriptions) {
                 if let Err(problem) = verdict {
@@ -183,7 +195,7 @@ impl ManifestWatcher {
                 let name = kube::ResourceExt::name_any(endpoint);
                 catalog.push(CatalogEntry {
                     key: EndpointKey::new(tenant, &name),
-                    url: endpoint.spec.url.clone(),
+                    url: without_credentials(&endpoint.spec.url),
                     paused: endpoint.spec.paused,
                     problem: report
                         .endpoints
@@ -205,6 +217,26 @@ impl ManifestWatcher {
         }
         self.catalog.send_replace(Arc::new(catalog));
         Ok(())
+    }
+}
+
+/// The URL as listed by the admin API: credentials (refused as invalid, but present in the
+/// manifest) replaced by `***`.
+fn without_credentials(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_username("***");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        Ok(_) => text.to_owned(),
+        // Unparseable: anything between the scheme and an '@' may be a credential.
+        Err(_) => match (text.find("://"), text.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}***{}", &text[..scheme + 3], &text[at..])
+            }
+            _ => text.to_owned(),
+        },
     }
 }
 

@@ -3,6 +3,7 @@
 //! Nothing here knows about NATS or Kubernetes; the control plane produces these types and
 //! the data plane consumes them.
 
+pub mod credentials;
 pub mod duration;
 pub mod endpoint;
 pub mod event_type;
@@ -10,6 +11,10 @@ pub mod routes;
 pub mod signing_keys;
 pub mod stats;
 
-pub use endpoint::{EndpointConfig, EndpointKey, RateLimit, RetryPolicy, SecretLocation};
+pub use credentials::NamespaceData;
+pub use endpoint::{
+    EndpointAuth, EndpointConfig, EndpointKey, ObjectKey, ObjectKind, RateLimit, RetryPolicy,
+    SecretLocation,
+};
 pub use routes::{CompiledRoutes, CompiledTenant, Route, TenantRoutes};
 pub use stats::{EndpointStats, Health, LastFailure};

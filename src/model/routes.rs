@@ -114,6 +114,8 @@ mod tests {
             rate_limit: None,
             max_in_flight: 10,
             paused: false,
+            ca_bundle: None,
+            auth: None,
         }
     }
 

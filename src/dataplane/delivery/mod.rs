@@ -1,14 +1,17 @@
-//! Delivery: one worker per endpoint, started, reconfigured and stopped as routes and Secrets
-//! change.
+//! Delivery: one worker per endpoint, started, reconfigured and stopped as routes, Secrets and
+//! ConfigMaps change.
 
 pub mod address_guard;
 pub mod attempt;
 pub mod backoff;
+pub mod clients;
+pub mod egress_proxy;
 pub mod signature;
 mod worker;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
+    fmt,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -20,42 +23,65 @@ use async_nats::jetstream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use self::address_guard::{AddressGuard, GuardedClient, SystemLookup};
+use self::{address_guard::GuardedClient, clients::Clients};
 use super::route_store::{self, RoutesRx};
 use crate::{
     metrics::Metrics,
-    model::{CompiledRoutes, EndpointConfig, EndpointKey, signing_keys::SigningKeys},
-    resources::compile::SecretData,
+    model::{
+        CompiledRoutes, EndpointConfig, EndpointKey, NamespaceData, credentials::Authorization,
+        signing_keys::SigningKeys,
+    },
 };
 
-/// Secret data of every served tenant, by namespace.
-pub type Secrets = BTreeMap<String, SecretData>;
-pub type SecretsRx = watch::Receiver<Arc<Secrets>>;
+/// Secrets and ConfigMaps of every served tenant, by namespace.
+pub type TenantData = BTreeMap<String, NamespaceData>;
+pub type TenantDataRx = watch::Receiver<Arc<TenantData>>;
 
 /// Shared by every worker of a process.
 pub struct DeliveryContext {
     pub js: jetstream::Context,
-    /// One pooled client: keep-alive connections are reused per host across endpoints.
-    pub client: GuardedClient,
+    /// Pooled clients: keep-alive connections are reused per host across endpoints.
+    pub clients: Clients,
+    /// Refuse `http://` endpoint URLs (`--require-https`).
+    pub require_https: bool,
     pub metrics: Arc<Metrics>,
 }
 
-/// Builds the outbound HTTP client: no redirects (a 3xx is a failure), pooled keep-alive, and
-/// every address it connects to checked by `guard` (see [`address_guard`]).
-pub fn http_client(guard: AddressGuard) -> Result<GuardedClient, reqwest::Error> {
-    let builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(10))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_keepalive(Duration::from_secs(30));
-    GuardedClient::build(builder, guard, Arc::new(SystemLookup))
-}
-
-/// What a worker needs: the endpoint's settings and its keys (or why there are none).
+/// What a worker needs: the endpoint's settings and what its references resolve to (or why
+/// they do not).
 #[derive(Debug, PartialEq)]
 pub struct EndpointState {
     pub config: EndpointConfig,
-    pub keys: Result<SigningKeys, String>,
+    pub resolved: Result<ResolvedEndpoint, String>,
+}
+
+/// An endpoint's signing keys, `Authorization` value and the client that trusts its CA.
+/// `Debug` shows no key material.
+#[derive(Clone)]
+pub struct ResolvedEndpoint {
+    pub keys: SigningKeys,
+    pub authorization: Option<Authorization>,
+    pub client: GuardedClient,
+    /// Fingerprint of the CA bundle the client trusts, if not the system roots.
+    trust: Option<[u8; 32]>,
+}
+
+impl PartialEq for ResolvedEndpoint {
+    fn eq(&self, other: &Self) -> bool {
+        self.keys == other.keys
+            && self.authorization == other.authorization
+            && self.trust == other.trust
+    }
+}
+
+impl fmt::Debug for ResolvedEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolvedEndpoint")
+            .field("keys", &self.keys)
+            .field("authorization", &self.authorization)
+            .field("custom_ca", &self.trust.is_some())
+            .finish()
+    }
 }
 
 struct WorkerHandle {
@@ -68,7 +94,7 @@ struct WorkerHandle {
 pub async fn run(
     ctx: Arc<DeliveryContext>,
     mut routes: RoutesRx,
-    mut secrets: SecretsRx,
+    mut references: TenantDataRx,
     cancel: CancellationToken,
 ) {
     let mut workers: HashMap<EndpointKey, WorkerHandle> = HashMap::new();
@@ -79,8 +105,8 @@ pub async fn run(
     let mut gauges = tokio::time::interval(Duration::from_secs(5));
     loop {
         let snapshot = routes.borrow_and_update().clone().unwrap_or_default();
-        let current_secrets = secrets.borrow_and_update().clone();
-        reconcile_workers(&ctx, &mut workers, &snapshot, &current_secrets, &cancel);
+        let data = references.borrow_and_update().clone();
+        reconcile_workers(&ctx, &mut workers, &snapshot, &data, &cancel);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => {
@@ -88,7 +114,7 @@ pub async fn run(
                     return;
                 }
                 Ok(()) = routes.changed() => break,
-                Ok(()) = secrets.changed() => break,
+                Ok(()) = references.changed() => break,
                 _ = gauges.tick() => publish_pending(&ctx.metrics, &workers),
             }
         }
@@ -99,20 +125,26 @@ fn reconcile_workers(
     ctx: &Arc<DeliveryContext>,
     workers: &mut HashMap<EndpointKey, WorkerHandle>,
     routes: &CompiledRoutes,
-    secrets: &Secrets,
+    data: &TenantData,
     cancel: &CancellationToken,
 ) {
     let mut desired = HashMap::new();
+    let empty = NamespaceData::default();
     for (tenant, config) in routes.endpoints() {
-        let keys = resolve_keys(secrets, tenant, config);
+        let resolved = resolve(ctx, data.get(tenant).unwrap_or(&empty), config);
         desired.insert(
             EndpointKey::new(tenant, &config.name),
             EndpointState {
                 config: config.clone(),
-                keys,
+                resolved,
             },
         );
     }
+    let used: HashSet<[u8; 32]> = desired
+        .values()
+        .filter_map(|state| state.resolved.as_ref().ok()?.trust)
+        .collect();
+    ctx.clients.retain(&used);
     workers.retain(|key, worker| {
         let keep = desired.contains_key(key);
         if !keep {
@@ -158,24 +190,33 @@ fn reconcile_workers(
     }
 }
 
-fn resolve_keys(
-    secrets: &Secrets,
-    tenant: &str,
+/// Resolves what `config` references in its namespace. The error says which field and why,
+/// never a value.
+fn resolve(
+    ctx: &DeliveryContext,
+    data: &NamespaceData,
     config: &EndpointConfig,
-) -> Result<SigningKeys, String> {
-    let location = &config.secret;
-    let value = secrets
-        .get(tenant)
-        .and_then(|s| s.get(&location.name))
-        .and_then(|data| data.get(&location.key))
-        .ok_or_else(|| {
-            format!(
-                "Secret {:?} key {:?} not found",
-                location.name, location.key
-            )
-        })?;
-    SigningKeys::parse(value)
-        .map_err(|e| format!("Secret {:?} key {:?}: {e}", location.name, location.key))
+) -> Result<ResolvedEndpoint, String> {
+    if ctx.require_https && !config.url.starts_with("https://") {
+        return Err("spec.url: plain http is refused (--require-https)".into());
+    }
+    let keys = data
+        .signing_keys(&config.secret)
+        .map_err(|e| e.to_string())?;
+    let authorization = match &config.auth {
+        Some(auth) => Some(data.authorization(auth).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let ca = match &config.ca_bundle {
+        Some(reference) => Some(data.ca_bundle(reference).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    Ok(ResolvedEndpoint {
+        keys,
+        authorization,
+        client: ctx.clients.get(ca.as_ref())?,
+        trust: ca.map(|ca| ca.fingerprint()),
+    })
 }
 
 fn publish_pending(metrics: &Metrics, workers: &HashMap<EndpointKey, WorkerHandle>) {
