@@ -128,12 +128,15 @@ fn settings() -> WorkloadSettings {
         deliver_cpu_limit: "1".into(),
         deliver_memory_limit: "256Mi".into(),
         deliver_nats_creds_secret: None,
+        deliver_nats: Default::default(),
         deliver_nats_url: "nats://nats:4222".into(),
         deliver_allow_private_networks: false,
         deliver_allow_cidrs: Vec::new(),
         deliver_log_format: "json".into(),
         deliver_circuit_breaker_threshold: 10,
         deliver_circuit_probe_interval: "30s".into(),
+        deliver_egress_proxy: None,
+        require_https: false,
     }
 }
 
@@ -227,6 +230,9 @@ fn world() -> World {
     subscriptions.apply_watcher_event(&watcher::Event::InitDone);
     secrets.apply_watcher_event(&watcher::Event::InitDone);
     deployments.apply_watcher_event(&watcher::Event::InitDone);
+    // No ConfigMaps in this benchmark: an empty cache.
+    let (config_maps_reader, mut config_maps) = reflector::store();
+    config_maps.apply_watcher_event(&watcher::Event::InitDone);
     for (namespace, name) in names() {
         let secret = Secret {
             metadata: ObjectMeta {
@@ -252,6 +258,7 @@ fn world() -> World {
         subscriptions: subscriptions_reader,
         event_types: event_types_reader,
         secrets: secrets_reader,
+        config_maps: config_maps_reader,
         deployments: deployments_reader,
     };
     let recorder = Recorder::new(

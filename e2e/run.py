@@ -406,8 +406,9 @@ def workload_problems(tenant: str, operator_namespace: str, objects: dict, nats_
     if role is not None:
         rules = role.get("rules") or []
         simple = [(r.get("apiGroups"), r.get("resources"), sorted(r.get("verbs") or [])) for r in rules]
-        if simple != [([""], ["secrets"], ["get", "list", "watch"])]:
-            problems.append(f"Role {tenant}/{TENANT_ROLE} grants {rules}; expected only get/list/watch on secrets")
+        if simple != [([""], ["secrets", "configmaps"], ["get", "list", "watch"])]:
+            problems.append(f"Role {tenant}/{TENANT_ROLE} grants {rules}; "
+                            "expected only get/list/watch on secrets and configmaps")
     binding = objects.get("RoleBinding")
     if binding is not None:
         ref = binding.get("roleRef") or {}
@@ -632,7 +633,7 @@ def plan(cfg: Config, paths: dict) -> list[tuple[str, list[str]]]:
             ]),
         ]
         workload = (f"Deployment+ServiceAccount {opns}/{workload_name(ns)}, Role+RoleBinding {ns}/{TENANT_ROLE} "
-                    "(labels, args, NATS_URL, RBAC limited to reading secrets)")
+                    "(labels, args, NATS_URL, RBAC limited to reading secrets and configmaps)")
         receiver_start = "start scripts/sample_receiver.py with the key read from the Secret"
         invoice = "invoice.created"
         metric = "router metric webhook_events_unrouted_total +1 (order.shipped)"
@@ -1310,7 +1311,7 @@ class Run:
             fail("delivery workload: " + "; ".join(problems))
         self.ok(f"delivery workload: Deployment+ServiceAccount {self.cfg.operator_namespace}/{workload_name(ns)} "
                 f"(deliver --tenant {ns}, {1 if in_cluster else 0} replicas), Role+RoleBinding {ns}/{TENANT_ROLE} "
-                "(read secrets only)")
+                "(read secrets and configmaps only)")
         if in_cluster:
             self.wait_rollout(self.cfg.operator_namespace, workload_name(ns))
             self.ok(f"delivery Deployment {workload_name(ns)} ready (image {self.cfg.image})")

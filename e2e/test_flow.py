@@ -394,7 +394,7 @@ class World:
                         "env": [{"name": "NATS_URL", "value": self.nats_url}]}]}}}}
             self.objects[("serviceaccounts", self.opns, name)] = {"metadata": meta(name, self.opns)}
             self.objects[("roles", ns, run.TENANT_ROLE)] = {"metadata": meta(run.TENANT_ROLE, ns), "rules": [
-                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]}]}
+                {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get", "list", "watch"]}]}
             self.objects[("rolebindings", ns, run.TENANT_ROLE)] = {
                 "metadata": meta(run.TENANT_ROLE, ns), "roleRef": {"kind": "Role", "name": run.TENANT_ROLE},
                 "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": self.opns}]}

@@ -196,7 +196,8 @@ def good_workload(tenant="t1", opns="t1-operator", nats="nats://127.0.0.1:4222")
                                      "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}]}}}},
         "ServiceAccount": {"metadata": meta(opns, name)},
         "Role": {"metadata": meta(tenant, "webhook-operator-deliver"),
-                 "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]}]},
+                 "rules": [{"apiGroups": [""], "resources": ["secrets", "configmaps"],
+                            "verbs": ["get", "list", "watch"]}]},
         "RoleBinding": {"metadata": meta(tenant, "webhook-operator-deliver"),
                         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                     "name": "webhook-operator-deliver"},
@@ -224,7 +225,7 @@ class WorkloadTest(unittest.TestCase):
             (lambda w: w["Deployment"]["spec"]["template"]["spec"]["containers"][0].update(image="other:1"),
              "runs image 'other:1', expected 'webhook-operator:e2e'"),
             (lambda w: w["Role"]["rules"][0]["verbs"].append("delete"), "only get/list/watch"),
-            (lambda w: w["Role"]["rules"].append({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}),
+            (lambda w: w["Role"]["rules"].append({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}),
              "only get/list/watch"),
             (lambda w: w["RoleBinding"]["subjects"][0].update(namespace="elsewhere"), "binds"),
         ]

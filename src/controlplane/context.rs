@@ -12,7 +12,10 @@ pub const APPLIED_TTL: Duration = Duration::from_secs(30);
 
 use futures::future::BoxFuture;
 use jiff::Timestamp;
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Secret},
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -34,10 +37,10 @@ use super::{
 };
 use crate::{
     dataplane::replay::ReplayReport,
-    model::{EndpointKey, TenantRoutes},
+    model::{EndpointKey, NamespaceData, TenantRoutes},
     resources::{
         EventSubscription, WebhookEndpoint,
-        compile::{CompiledTenantReport, SecretData, compile_tenant},
+        compile::{CompiledTenantReport, Policy, SecretData, compile_tenant},
         event_type::EventType as EventTypeResource,
     },
 };
@@ -67,6 +70,7 @@ pub struct Stores {
     /// The namespaces' event catalogues (`EventType`).
     pub event_types: Store<EventTypeResource>,
     pub secrets: Store<Secret>,
+    pub config_maps: Store<ConfigMap>,
     pub deployments: Store<Deployment>,
 }
 
@@ -75,17 +79,19 @@ impl Stores {
     /// loading (after a restart or a leader change) would publish routes without its
     /// subscriptions, and routers would acknowledge its events as unrouted: lost.
     pub async fn ready(&self) -> Result<(), Error> {
-        let (endpoints, subscriptions, event_types, secrets, deployments) = tokio::join!(
+        let (endpoints, subscriptions, event_types, secrets, config_maps, deployments) = tokio::join!(
             self.endpoints.wait_until_ready(),
             self.subscriptions.wait_until_ready(),
             self.event_types.wait_until_ready(),
             self.secrets.wait_until_ready(),
+            self.config_maps.wait_until_ready(),
             self.deployments.wait_until_ready(),
         );
         endpoints
             .and(subscriptions)
             .and(event_types)
             .and(secrets)
+            .and(config_maps)
             .and(deployments)
             .map_err(|_| Error::CachesClosed)
     }
@@ -145,12 +151,16 @@ impl Context {
         Self::live(&self.stores.endpoints, namespace)
     }
 
-    pub fn secret_data(&self, namespace: &str) -> SecretData {
-        self.stores
+    /// The Secrets and ConfigMaps of a namespace, as compilation reads them.
+    pub fn namespace_data(&self, namespace: &str) -> NamespaceData {
+        let in_namespace =
+            |meta: &kube::api::ObjectMeta| meta.namespace.as_deref() == Some(namespace);
+        let secrets = self
+            .stores
             .secrets
             .state()
             .iter()
-            .filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
+            .filter(|s| in_namespace(&s.metadata))
             .map(|s| {
                 let data = s
                     .data
@@ -161,7 +171,31 @@ impl Context {
                     .collect();
                 (s.name_any(), data)
             })
-            .collect()
+            .collect();
+        let config_maps = self
+            .stores
+            .config_maps
+            .state()
+            .iter()
+            .filter(|c| in_namespace(&c.metadata))
+            .map(|c| {
+                let mut data: BTreeMap<String, Vec<u8>> = c
+                    .binary_data
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect();
+                for (key, value) in c.data.clone().unwrap_or_default() {
+                    data.insert(key, value.into_bytes());
+                }
+                (c.name_any(), data)
+            })
+            .collect();
+        NamespaceData {
+            secrets,
+            config_maps,
+        }
     }
 
     pub fn secret_exists(&self, namespace: &str, name: &str) -> bool {
@@ -173,14 +207,17 @@ impl Context {
 
     /// Compiles a namespace from the caches; `extra_secrets` covers Secrets just created.
     pub fn compile(&self, namespace: &str, extra_secrets: SecretData) -> CompiledTenantReport {
-        let mut secrets = self.secret_data(namespace);
-        secrets.extend(extra_secrets);
+        let mut data = self.namespace_data(namespace);
+        data.secrets.extend(extra_secrets);
         compile_tenant(
             namespace,
             &self.endpoints(namespace),
             &Self::live(&self.stores.subscriptions, namespace),
             &Self::live(&self.stores.event_types, namespace),
-            &secrets,
+            &data,
+            Policy {
+                require_https: self.workloads.require_https,
+            },
         )
     }
 

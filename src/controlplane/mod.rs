@@ -24,7 +24,10 @@ mod tests;
 use std::{collections::BTreeSet, sync::Arc};
 
 use futures::StreamExt;
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Secret},
+};
 use kube::{
     Api, Client, ResourceExt,
     runtime::{
@@ -45,6 +48,7 @@ use crate::{
         route_store::{self, Scope},
         stats::{AutoDisableArgs, StatsFolder, StatsView},
     },
+    model::ObjectKind,
     pipeline::{Connected, PipelineArgs},
     resources::{EventSubscription, EventType, WebhookEndpoint, compile},
     tenant_api::{self, TenantApiArgs},
@@ -149,6 +153,7 @@ async fn lead(
     let (subscription_reader, subscription_writer) = reflector::store();
     let (event_type_reader, event_type_writer) = reflector::store();
     let (secret_reader, secret_writer) = reflector::store();
+    let (config_map_reader, config_map_writer) = reflector::store();
     let (deployment_reader, deployment_writer) = reflector::store();
     let wc = watcher::Config::default().any_semantic();
     let managed = watcher::Config::default().labels(&format!(
@@ -186,6 +191,11 @@ async fn lead(
         .default_backoff()
         .reflect(secret_writer)
         .touched_objects();
+    // ConfigMaps may hold endpoints' CA bundles (spec.tls.caBundleRef).
+    let config_maps = watcher(Api::<ConfigMap>::all(client.clone()), wc.clone())
+        .default_backoff()
+        .reflect(config_map_writer)
+        .touched_objects();
     let deployments = watcher(
         Api::<Deployment>::namespaced(client.clone(), &args.namespace),
         managed,
@@ -199,6 +209,7 @@ async fn lead(
         subscriptions: subscription_reader.clone(),
         event_types: event_type_reader.clone(),
         secrets: secret_reader,
+        config_maps: config_map_reader,
         deployments: deployment_reader,
     };
     let sink = Arc::new(route_sink::NatsRouteSink {
@@ -223,30 +234,41 @@ async fn lead(
         args.workloads.clone(),
     ));
 
-    // A Secret or a delivery Deployment changing re-reconciles the endpoints of its namespace.
+    // A Secret, ConfigMap or delivery Deployment changing re-reconciles the endpoints of its
+    // namespace (that reference it).
     let for_namespace = {
         let reader = endpoint_reader.clone();
         move |namespace: Option<String>,
-              secret: Option<String>|
+              object: Option<(ObjectKind, String)>|
               -> Vec<ObjectRef<WebhookEndpoint>> {
             reader
                 .state()
                 .iter()
                 .filter(|e| e.namespace() == namespace)
                 .filter(|e| {
-                    secret
+                    object
                         .as_ref()
-                        .is_none_or(|s| compile::secret_ref(e).name == *s)
+                        .is_none_or(|(kind, name)| compile::referenced(e, *kind).contains(name))
                 })
                 .map(|e| ObjectRef::from_obj(e.as_ref()))
                 .collect()
         }
     };
     let secret_mapper = for_namespace.clone();
+    let config_map_mapper = for_namespace.clone();
     let deployment_mapper = for_namespace;
     let endpoint_controller = Controller::for_stream(endpoints, endpoint_reader.clone())
         .watches_stream(secrets, move |secret: Secret| {
-            secret_mapper(secret.namespace(), Some(secret.name_any()))
+            secret_mapper(
+                secret.namespace(),
+                Some((ObjectKind::Secret, secret.name_any())),
+            )
+        })
+        .watches_stream(config_maps, move |config_map: ConfigMap| {
+            config_map_mapper(
+                config_map.namespace(),
+                Some((ObjectKind::ConfigMap, config_map.name_any())),
+            )
         })
         .watches_stream(deployments, move |deployment: Deployment| {
             let tenant = deployment.labels().get(workloads::TENANT_LABEL).cloned();

@@ -12,7 +12,10 @@ use http::{Request, Response};
 use jiff::Timestamp;
 use k8s_openapi::{
     ByteString,
-    api::{apps::v1::Deployment, core::v1::Secret},
+    api::{
+        apps::v1::Deployment,
+        core::v1::{ConfigMap, Secret},
+    },
     apimachinery::pkg::apis::meta::v1::Time,
 };
 use kube::{
@@ -196,6 +199,7 @@ struct Fixture {
     subscriptions: Writer<EventSubscription>,
     event_types: Writer<EventType>,
     secrets: Writer<Secret>,
+    config_maps: Writer<ConfigMap>,
     deployments: Writer<Deployment>,
 }
 
@@ -208,29 +212,38 @@ fn settings() -> WorkloadSettings {
         deliver_cpu_limit: "1".into(),
         deliver_memory_limit: "256Mi".into(),
         deliver_nats_creds_secret: None,
+        deliver_nats: Default::default(),
         deliver_nats_url: "nats://nats:4222".into(),
         deliver_allow_private_networks: false,
         deliver_allow_cidrs: Vec::new(),
         deliver_log_format: "json".into(),
         deliver_circuit_breaker_threshold: 10,
         deliver_circuit_probe_interval: "30s".into(),
+        deliver_egress_proxy: None,
+        require_https: false,
     }
 }
 
 impl Fixture {
     fn new() -> Self {
+        Self::with_settings(settings())
+    }
+
+    fn with_settings(settings: WorkloadSettings) -> Self {
         let (client, api) = ApiServer::start();
         let (endpoints_reader, mut endpoints) = reflector::store();
         let (subscriptions_reader, mut subscriptions) = reflector::store();
         let (event_types_reader, mut event_types) = reflector::store();
         let (secrets_reader, mut secrets) = reflector::store();
         let (deployments_reader, mut deployments) = reflector::store();
+        let (config_maps_reader, mut config_maps) = reflector::store();
         // Listed (and empty): reconciles wait for that, and objects are added afterwards.
         endpoints.apply_watcher_event(&watcher::Event::InitDone);
         subscriptions.apply_watcher_event(&watcher::Event::InitDone);
         event_types.apply_watcher_event(&watcher::Event::InitDone);
         secrets.apply_watcher_event(&watcher::Event::InitDone);
         deployments.apply_watcher_event(&watcher::Event::InitDone);
+        config_maps.apply_watcher_event(&watcher::Event::InitDone);
         let sink = Arc::new(RecordingSink::default());
         let recorder = Recorder::new(
             client.clone(),
@@ -244,6 +257,7 @@ impl Fixture {
             subscriptions: subscriptions_reader,
             event_types: event_types_reader,
             secrets: secrets_reader,
+            config_maps: config_maps_reader,
             deployments: deployments_reader,
         };
         let ctx = Arc::new(Context::new(
@@ -252,7 +266,7 @@ impl Fixture {
             stores,
             sink.clone(),
             "webhook-system".into(),
-            settings(),
+            settings,
         ));
         Self {
             api,
@@ -262,6 +276,7 @@ impl Fixture {
             subscriptions,
             event_types,
             secrets,
+            config_maps,
             deployments,
         }
     }
@@ -304,6 +319,38 @@ impl Fixture {
             .apply_watcher_event(&watcher::Event::Apply(secret));
     }
 
+    fn add_secret_data(&mut self, name: &str, data: &[(&str, &[u8])]) {
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("acme".into()),
+                ..Default::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        self.secrets
+            .apply_watcher_event(&watcher::Event::Apply(secret));
+    }
+
+    fn add_config_map(&mut self, name: &str, key: &str, value: &str) {
+        let config_map = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("acme".into()),
+                ..Default::default()
+            },
+            data: Some([(key.to_string(), value.to_string())].into()),
+            ..Default::default()
+        };
+        self.config_maps
+            .apply_watcher_event(&watcher::Event::Apply(config_map));
+    }
+
     fn add_current_workload(&mut self) {
         let deployment = workloads::build("acme", "webhook-system", &settings()).deployment;
         self.deployments
@@ -312,7 +359,11 @@ impl Fixture {
 }
 
 fn endpoint(name: &str, url: &str, finalized: bool) -> WebhookEndpoint {
-    let spec: WebhookEndpointSpec = serde_json::from_value(json!({ "url": url })).expect("spec");
+    endpoint_with(name, json!({ "url": url }), finalized)
+}
+
+fn endpoint_with(name: &str, spec: Value, finalized: bool) -> WebhookEndpoint {
+    let spec: WebhookEndpointSpec = serde_json::from_value(spec).expect("spec");
     let mut e = WebhookEndpoint::new(name, spec);
     e.metadata.namespace = Some("acme".into());
     e.metadata.generation = Some(1);
@@ -1057,15 +1108,18 @@ async fn reconciles_wait_until_every_cache_is_listed() {
     let (event_types_reader, mut event_types) = reflector::store::<EventType>();
     let (secrets_reader, mut secrets) = reflector::store::<Secret>();
     let (deployments_reader, mut deployments) = reflector::store::<Deployment>();
+    let (config_maps_reader, mut config_maps) = reflector::store::<ConfigMap>();
     let stores = Stores {
         endpoints: endpoints_reader,
         subscriptions: subscriptions_reader,
         event_types: event_types_reader,
         secrets: secrets_reader,
         deployments: deployments_reader,
+        config_maps: config_maps_reader,
     };
     endpoints.apply_watcher_event(&watcher::Event::InitDone);
     event_types.apply_watcher_event(&watcher::Event::InitDone);
+    config_maps.apply_watcher_event(&watcher::Event::InitDone);
     secrets.apply_watcher_event(&watcher::Event::InitDone);
     deployments.apply_watcher_event(&watcher::Event::InitDone);
     // Subscriptions still loading: compiling now would publish routes without them.
@@ -1075,4 +1129,184 @@ async fn reconciles_wait_until_every_cache_is_listed() {
     );
     subscriptions.apply_watcher_event(&watcher::Event::InitDone);
     assert!(matches!(stores.ready().now_or_never(), Some(Ok(()))));
+}
+
+/// The Ready condition of the last status write of endpoint `name`.
+fn last_ready(api: &ApiServer, name: &str) -> Value {
+    let writes = api.writes();
+    let status = writes
+        .iter()
+        .rev()
+        .find(|c| {
+            c.path
+                .ends_with(&format!("/webhookendpoints/{name}/status"))
+        })
+        .unwrap_or_else(|| panic!("no status written for {name}: {writes:?}"));
+    ready_condition(status)
+}
+
+/// A CA certificate in PEM, as a receiver's private PKI would hand it out.
+fn ca_pem() -> String {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().expect("key");
+    rcgen::CertifiedIssuer::self_signed(params, key)
+        .expect("CA")
+        .pem()
+}
+
+#[tokio::test]
+async fn auth_and_ca_references_are_validated_into_ready_with_the_field_named() {
+    let mut f = Fixture::new();
+    let spec = json!({
+        "url": "https://orders.example",
+        "auth": { "basic": { "secretName": "orders-auth" } },
+        "tls": { "caBundleRef": { "kind": "ConfigMap", "name": "orders-ca" } },
+    });
+    let e = endpoint_with("orders", spec, true);
+    f.add_endpoint(&e);
+    f.add_secret("orders-signing");
+    let reconcile = |f: &Fixture| endpoint::reconcile(Arc::new(e.clone()), f.ctx.clone());
+
+    reconcile(&f).await.expect("reconcile");
+    let ready = last_ready(&f.api, "orders");
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("SecretNotFound"))
+    );
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("spec.auth.basic.usernameKey: Secret \"orders-auth\" does not exist"),
+        "{ready}"
+    );
+    assert_eq!(
+        f.sink.removed.lock().unwrap().as_slice(),
+        ["acme"],
+        "not routed"
+    );
+
+    f.add_secret_data("orders-auth", &[("username", b"app")]);
+    reconcile(&f).await.expect("reconcile");
+    let ready = last_ready(&f.api, "orders");
+    assert_eq!(ready["reason"], "SecretKeyMissing", "{ready}");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("spec.auth.basic.passwordKey"),
+        "{ready}"
+    );
+
+    f.add_secret_data(
+        "orders-auth",
+        &[("username", b"app"), ("password", b"pw-hunter2")],
+    );
+    reconcile(&f).await.expect("reconcile");
+    assert_eq!(last_ready(&f.api, "orders")["reason"], "ConfigMapNotFound");
+
+    f.add_config_map("orders-ca", "ca.crt", "not a certificate");
+    reconcile(&f).await.expect("reconcile");
+    let ready = last_ready(&f.api, "orders");
+    assert_eq!(ready["reason"], "InvalidCaBundle", "{ready}");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("spec.tls.caBundleRef: ConfigMap \"orders-ca\""),
+        "{ready}"
+    );
+
+    f.add_config_map("orders-ca", "ca.crt", &ca_pem());
+    reconcile(&f).await.expect("reconcile");
+    let ready = last_ready(&f.api, "orders");
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("True"), Some("Active"))
+    );
+    let published = f.sink.published.lock().unwrap();
+    let routes = published.last().expect("routes published");
+    let config = &routes.endpoints[0];
+    assert!(
+        config.auth.is_some() && config.ca_bundle.is_some(),
+        "{config:?}"
+    );
+    // Routes travel through NATS: references only, never the values.
+    let json = serde_json::to_string(routes).unwrap_or_default();
+    assert!(
+        !json.contains("hunter2") && !json.contains("BEGIN CERTIFICATE"),
+        "{json}"
+    );
+    for event in f.api.events() {
+        assert!(!event.to_string().contains("hunter2"), "{event}");
+    }
+}
+
+#[tokio::test]
+async fn require_https_refuses_http_endpoints_and_reaches_the_delivery_pods() {
+    let mut f = Fixture::with_settings(WorkloadSettings {
+        require_https: true,
+        ..settings()
+    });
+    let plain = endpoint("plain", "http://orders.example/hook", true);
+    let secure = endpoint("secure", "https://orders.example/hook", true);
+    f.add_endpoint(&plain);
+    f.add_endpoint(&secure);
+    f.add_secret("plain-signing");
+    f.add_secret("secure-signing");
+    endpoint::reconcile(Arc::new(plain), f.ctx.clone())
+        .await
+        .expect("reconcile");
+    let ready = last_ready(&f.api, "plain");
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("HttpsRequired"))
+    );
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--require-https"),
+        "{ready}"
+    );
+    assert!(
+        f.api
+            .events()
+            .iter()
+            .any(|e| e["reason"] == "HttpsRequired" && e["type"] == "Warning")
+    );
+
+    endpoint::reconcile(Arc::new(secure), f.ctx.clone())
+        .await
+        .expect("reconcile");
+    assert_eq!(last_ready(&f.api, "secure")["reason"], "Active");
+    let published = f.sink.published.lock().unwrap();
+    let names: Vec<&str> = published
+        .last()
+        .map(|r| r.endpoints.iter().map(|e| e.name.as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["secure"]);
+    let deployment = f
+        .api
+        .writes()
+        .into_iter()
+        .find(|c| c.path.ends_with("/deployments/webhook-deliver-acme"))
+        .expect("delivery workload applied");
+    let args = &deployment.body["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(
+        args.as_array()
+            .is_some_and(|a| a.iter().any(|v| v == "--require-https")),
+        "{args}"
+    );
+    let role = f
+        .api
+        .writes()
+        .into_iter()
+        .find(|c| c.path.ends_with("/roles/webhook-operator-deliver"))
+        .expect("tenant role applied");
+    assert_eq!(
+        role.body["rules"][0]["resources"],
+        json!(["secrets", "configmaps"])
+    );
 }

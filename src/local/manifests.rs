@@ -1,4 +1,4 @@
-//! Reading `WebhookEndpoint`, `EventSubscription`, `EventType` and `Secret` manifests from a
+//! Reading `WebhookEndpoint`, `EventSubscription`, `EventType`, `Secret` and `ConfigMap` manifests from a
 //! directory.
 //!
 //! Every document is parsed on its own: a broken one is reported with its file, position and
@@ -10,12 +10,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    dataplane::delivery::Secrets,
+    dataplane::delivery::TenantData,
     resources::{EventSubscription, EventType, WebhookEndpoint},
     tenant_api::keys::{API_KEY_LABEL, KeyRecord, record_from_secret},
 };
@@ -50,7 +50,8 @@ pub struct Manifests {
     pub endpoints: BTreeMap<String, Vec<WebhookEndpoint>>,
     pub subscriptions: BTreeMap<String, Vec<EventSubscription>>,
     pub event_types: BTreeMap<String, Vec<EventType>>,
-    pub secrets: Secrets,
+    /// Secrets and ConfigMaps, by namespace.
+    pub data: TenantData,
     /// Tenant API keys: Secrets labelled `webhook-operator.io/api-key=true`.
     pub api_keys: Vec<KeyRecord>,
     pub errors: Vec<ManifestError>,
@@ -146,10 +147,14 @@ fn add_document(manifests: &mut Manifests, document: &str) -> Result<(), String>
         .to_owned();
     let label = format!("{kind} {name:?}");
     if name.is_empty() {
-        return Err(format!(
-            "{} has no metadata.name",
-            if kind.is_empty() { "document" } else { &kind }
-        ));
+        let what = if kind.is_empty() { "document" } else { &kind };
+        return Err(match value.pointer("/metadata/name") {
+            // YAML reads unquoted y, no, on, 123 ... as booleans or numbers.
+            Some(other) if !other.is_null() => {
+                format!("{what}: metadata.name {other} is not a string (quote it)")
+            }
+            _ => format!("{what} has no metadata.name"),
+        });
     }
     let expect_api = |expected: &str| {
         if api_version == expected {
@@ -213,15 +218,37 @@ fn add_document(manifests: &mut Manifests, document: &str) -> Result<(), String>
                 return Ok(());
             }
             manifests
-                .secrets
+                .data
                 .entry(namespace)
                 .or_default()
+                .secrets
+                .insert(name, data);
+            Ok(())
+        }
+        "ConfigMap" => {
+            expect_api("v1")?;
+            let mut config_map: ConfigMap = typed(value, &label)?;
+            let namespace = namespace_of(&mut config_map.metadata.namespace);
+            let mut data: BTreeMap<String, Vec<u8>> = config_map
+                .binary_data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            for (key, value) in config_map.data.unwrap_or_default() {
+                data.insert(key, value.into_bytes());
+            }
+            manifests
+                .data
+                .entry(namespace)
+                .or_default()
+                .config_maps
                 .insert(name, data);
             Ok(())
         }
         "" => Err("document has no kind".into()),
         other => Err(format!(
-            "{other} {name:?}: unsupported kind (local mode reads WebhookEndpoint, EventSubscription, EventType and Secret)"
+            "{other} {name:?}: unsupported kind (local mode reads WebhookEndpoint, EventSubscription, EventType, Secret and ConfigMap)"
         )),
     }
 }
@@ -287,6 +314,12 @@ spec:
   name: order.paid
   description: An order was paid.
   schema: { type: object, required: [order] }
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: { name: receiver-ca, namespace: acme }
+data:
+  ca.crt: PEM
 "#;
 
     #[test]
@@ -295,11 +328,17 @@ spec:
         assert!(m.errors.is_empty(), "{:?}", m.errors);
         assert_eq!(m.endpoints["acme"].len(), 1);
         assert_eq!(m.subscriptions["acme"].len(), 1);
-        assert!(m.secrets["acme"]["orders-signing"].contains_key("secret"));
         let event_type = &m.event_types["acme"][0];
         assert_eq!(event_type.spec.name, "order.paid");
         assert!(event_type.spec.schema.is_some());
         assert_eq!(m.tenants().collect::<Vec<_>>(), ["acme"]);
+        assert!(m.data["acme"].secrets["orders-signing"].contains_key("secret"));
+        assert_eq!(
+            m.data["acme"].config_maps["receiver-ca"]
+                .get("ca.crt")
+                .map(Vec::as_slice),
+            Some(&b"PEM"[..])
+        );
     }
 
     #[test]
@@ -324,6 +363,14 @@ spec: { url: "https://fine.example" }
             (PathBuf::from("bad.yaml"), bad.into()),
             (PathBuf::from("good.yaml"), GOOD.into()),
         ]);
+        let unquoted = load(&[(
+            PathBuf::from("y.yaml"),
+            "apiVersion: v1\nkind: Secret\nmetadata: { name: y }\n".into(),
+        )]);
+        assert_eq!(
+            unquoted.errors[0].message,
+            "Secret: metadata.name true is not a string (quote it)"
+        );
         assert_eq!(m.errors.len(), 2, "{:?}", m.errors);
         let first = m.errors[0].to_string();
         assert!(
@@ -337,5 +384,20 @@ spec: { url: "https://fine.example" }
         );
         let names: Vec<_> = m.endpoints["acme"].iter().map(|e| e.name_any()).collect();
         assert_eq!(names, ["fine", "orders"]);
+    }
+
+    proptest::proptest! {
+        /// Whatever a file holds, loading reports it and never panics; valid endpoints among
+        /// broken documents still load.
+        #[test]
+        fn any_text_loads_without_panicking(junk in "[-a-zA-Z0-9:{}\\[\\], #'\"\n]{0,300}", name in "[a-z][a-z0-9-]{0,20}") {
+            let good = format!(
+                "apiVersion: webhook-operator.io/v1alpha1\nkind: WebhookEndpoint\nmetadata: {{ name: \"{name}\", namespace: acme }}\nspec: {{ url: \"https://x.example\" }}\n"
+            );
+            let text = format!("{junk}\n---\n{good}");
+            let m = load(&[(PathBuf::from("fuzz.yaml"), text)]);
+            let found = m.endpoints.get("acme").is_some_and(|e| e.iter().any(|e| e.name_any() == name));
+            proptest::prop_assert!(found, "{:?}", m.errors);
+        }
     }
 }

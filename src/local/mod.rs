@@ -5,7 +5,7 @@
 pub mod manifests;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     hash::{DefaultHasher, Hash, Hasher},
     path::PathBuf,
     sync::Arc,
@@ -21,27 +21,29 @@ use crate::{
     dataplane::topology::Authority,
     dataplane::{
         delivery::{
-            self, BreakerSettings, DeliveryContext, Secrets, address_guard::AddressGuardArgs,
+            BreakerSettings, DeliveryContext, TenantData,
+            clients::{Clients, OutboundArgs},
         },
         route_store::{self, Scope},
         router::Router,
         stats::{AutoDisableArgs, StatsFolder, StatsView},
     },
-    model::EndpointKey,
+    model::{EndpointKey, NamespaceData},
     pipeline::PipelineArgs,
-    resources::compile::compile_tenant,
+    resources::compile::{Policy, compile_tenant},
     tenant_api::{self, TenantApiArgs, local::LocalLink},
 };
 use manifests::Manifests;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LocalArgs {
-    /// Directory of WebhookEndpoint, EventSubscription, EventType and Secret manifests (re-read on change).
+    /// Directory of WebhookEndpoint, EventSubscription, EventType, Secret and ConfigMap manifests
+    /// (re-read on change).
     #[arg(long)]
     pub manifests: PathBuf,
-    /// `--allow-private-networks`, `--allow-cidr`: where deliveries may connect.
+    /// Where and how deliveries may connect.
     #[command(flatten)]
-    pub address_guard: AddressGuardArgs,
+    pub outbound: OutboundArgs,
     /// `--circuit-breaker-threshold`, `--circuit-probe-interval`.
     #[command(flatten)]
     pub breaker: BreakerSettings,
@@ -62,18 +64,24 @@ pub async fn run(args: LocalArgs, cancel: CancellationToken) -> anyhow::Result<(
     if !args.manifests.is_dir() {
         anyhow::bail!("--manifests {}: not a directory", args.manifests.display());
     }
-    let guard = args.address_guard.guard();
-    tracing::info!(%guard, "outbound address guard");
+    let clients = Clients::new(
+        args.outbound.address_guard.guard(),
+        args.outbound.egress_proxy.clone(),
+    )?;
+    clients.log_settings(args.outbound.require_https);
     let connected = args.pipeline.connect("local", Authority::Owner).await?;
-    let (secrets_tx, secrets_rx) = watch::channel(Arc::new(Secrets::new()));
+    let (data_tx, data_rx) = watch::channel(Arc::new(TenantData::new()));
     let (catalog_tx, catalog_rx) = watch::channel(Arc::new(Vec::new()));
     let tenant_api =
         tenant_api::start_local(&args.tenant_api, connected.js.clone(), cancel.clone()).await?;
     let mut watcher = ManifestWatcher {
         dir: args.manifests.clone(),
         routes: connected.topology.routes.clone(),
-        secrets: secrets_tx,
+        data: data_tx,
         catalog: catalog_tx,
+        policy: Policy {
+            require_https: args.outbound.require_https,
+        },
         fingerprint: None,
         tenant_api,
     };
@@ -103,14 +111,15 @@ pub async fn run(args: LocalArgs, cancel: CancellationToken) -> anyhow::Result<(
     );
     let ctx = Arc::new(DeliveryContext {
         js: connected.js.clone(),
-        client: delivery::http_client(guard)?,
+        clients,
+        require_https: args.outbound.require_https,
         metrics: connected.metrics.clone(),
         breaker: args.breaker,
     });
-    tokio::spawn(delivery::run(
+    tokio::spawn(crate::dataplane::delivery::run(
         ctx,
         routes.clone(),
-        secrets_rx,
+        data_rx,
         stats.disabled(),
         cancel.clone(),
     ));
@@ -128,8 +137,9 @@ pub async fn run(args: LocalArgs, cancel: CancellationToken) -> anyhow::Result<(
 struct ManifestWatcher {
     dir: PathBuf,
     routes: kv::Store,
-    secrets: watch::Sender<Arc<Secrets>>,
+    data: watch::Sender<Arc<TenantData>>,
     catalog: watch::Sender<Arc<Vec<CatalogEntry>>>,
+    policy: Policy,
     fingerprint: Option<u64>,
     /// Objects created through the tenant API, merged into what the files define.
     tenant_api: LocalLink,
@@ -176,11 +186,10 @@ impl ManifestWatcher {
 
     async fn apply(&self, manifests: Manifests) -> Result<(), route_store::RouteStoreError> {
         // Secrets first: delivery must know a new endpoint's key by the time its route arrives.
-        self.secrets
-            .send_replace(Arc::new(manifests.secrets.clone()));
+        self.data.send_replace(Arc::new(manifests.data.clone()));
         let mut catalog = Vec::new();
         let mut live = BTreeSet::new();
-        let empty = BTreeMap::new();
+        let empty = NamespaceData::default();
         for tenant in manifests.tenants() {
             let endpoints = manifests
                 .endpoints
@@ -202,7 +211,8 @@ impl ManifestWatcher {
                 endpoints,
                 subscriptions,
                 event_types,
-                manifests.secrets.get(tenant).unwrap_or(&empty),
+                manifests.data.get(tenant).unwrap_or(&empty),
+                self.policy,
             );
             let verdicts = [
                 ("WebhookEndpoint", &report.endpoints),
@@ -225,7 +235,7 @@ impl ManifestWatcher {
                 let name = kube::ResourceExt::name_any(endpoint);
                 catalog.push(CatalogEntry {
                     key: EndpointKey::new(tenant, &name),
-                    url: endpoint.spec.url.clone(),
+                    url: without_credentials(&endpoint.spec.url),
                     paused: endpoint.spec.paused,
                     problem: report
                         .endpoints
@@ -247,6 +257,26 @@ impl ManifestWatcher {
         }
         self.catalog.send_replace(Arc::new(catalog));
         Ok(())
+    }
+}
+
+/// The URL as listed by the admin API: credentials (refused as invalid, but present in the
+/// manifest) replaced by `***`.
+fn without_credentials(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_username("***");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        Ok(_) => text.to_owned(),
+        // Unparseable: anything between the scheme and an '@' may be a credential.
+        Err(_) => match (text.find("://"), text.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}***{}", &text[..scheme + 3], &text[at..])
+            }
+            _ => text.to_owned(),
+        },
     }
 }
 

@@ -55,6 +55,12 @@ pub struct EndpointConfig {
     pub paused: bool,
     #[serde(default, skip_serializing_if = "DeliveryFormat::is_standard")]
     pub format: DeliveryFormat,
+    /// CA bundle trusted for this endpoint instead of the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<ObjectKey>,
+    /// Credentials sent as `Authorization`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<EndpointAuth>,
 }
 
 /// How a webhook is framed on the wire.
@@ -71,6 +77,56 @@ pub enum DeliveryFormat {
 impl DeliveryFormat {
     pub fn is_standard(&self) -> bool {
         *self == Self::Standard
+    }
+}
+
+/// Which kind of object holds a referenced value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ObjectKind {
+    Secret,
+    ConfigMap,
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Secret => "Secret",
+            Self::ConfigMap => "ConfigMap",
+        })
+    }
+}
+
+/// A key of a Secret or ConfigMap in the endpoint's namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ObjectKey {
+    pub kind: ObjectKind,
+    pub name: String,
+    pub key: String,
+}
+
+/// How requests to an endpoint authenticate. Only where the values live travels in routes;
+/// the values stay in the tenant's Secret.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "scheme")]
+pub enum EndpointAuth {
+    /// `Authorization: Basic base64(username:password)`.
+    #[serde(rename_all = "camelCase")]
+    Basic {
+        secret: String,
+        username_key: String,
+        password_key: String,
+    },
+    /// `Authorization: Bearer <token>`.
+    #[serde(rename_all = "camelCase")]
+    Bearer { secret: String, token_key: String },
+}
+
+impl EndpointAuth {
+    /// The Secret holding the credentials.
+    pub fn secret(&self) -> &str {
+        match self {
+            Self::Basic { secret, .. } | Self::Bearer { secret, .. } => secret,
+        }
     }
 }
 

@@ -250,4 +250,71 @@ mod tests {
         assert!(validate_event_type("order.*").is_err());
         assert!(validate_event_type("order.").is_err());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// The definition, token by token: what the trie must agree with.
+        fn naive(pattern: &[&str], event: &[&str]) -> bool {
+            match (pattern.split_first(), event.split_first()) {
+                (Some((&">", [])), Some(_)) => true,
+                (Some((&"*", p)), Some((_, e))) => naive(p, e),
+                (Some((literal, p)), Some((token, e))) => literal == token && naive(p, e),
+                (None, None) => true,
+                _ => false,
+            }
+        }
+
+        fn pattern() -> impl Strategy<Value = String> {
+            let tokens = (
+                prop::collection::vec(prop::sample::select(vec!["a", "b", "c", "*"]), 1..4),
+                any::<bool>(),
+            )
+                .prop_map(|(tokens, rest)| {
+                    let mut text = tokens.join(".");
+                    if rest {
+                        text.push_str(".>");
+                    }
+                    text
+                });
+            prop_oneof![9 => tokens, 1 => Just(">".to_owned())]
+        }
+
+        fn event_type() -> impl Strategy<Value = String> {
+            prop::collection::vec(prop::sample::select(vec!["a", "b", "c"]), 1..6)
+                .prop_map(|tokens| tokens.join("."))
+        }
+
+        proptest! {
+            #[test]
+            fn the_trie_matches_exactly_what_the_definition_matches(
+                patterns in prop::collection::vec(pattern(), 0..8),
+                event in event_type(),
+            ) {
+                let mut matcher = PatternMatcher::default();
+                for (index, text) in patterns.iter().enumerate() {
+                    let parsed = Pattern::parse(text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    matcher.insert(&parsed, index);
+                }
+                let event_tokens: Vec<&str> = event.split('.').collect();
+                let expected: Vec<usize> = patterns
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| naive(&p.split('.').collect::<Vec<_>>(), &event_tokens))
+                    .map(|(i, _)| i)
+                    .collect();
+                prop_assert_eq!(matcher.matches(&event), expected);
+            }
+
+            #[test]
+            fn parsing_never_panics_and_accepts_only_well_formed_tokens(text in "[ab.*> \t]{0,12}") {
+                if Pattern::parse(&text).is_ok() {
+                    prop_assert!(!text.is_empty() && !text.contains(char::is_whitespace));
+                    prop_assert!(text.split('.').all(|t| !t.is_empty()));
+                }
+            }
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! the data plane consumes them.
 
 pub mod cloudevent;
+pub mod credentials;
 pub mod duration;
 pub mod endpoint;
 pub mod event_type;
@@ -13,8 +14,10 @@ pub mod routes;
 pub mod signing_keys;
 pub mod stats;
 
+pub use credentials::NamespaceData;
 pub use endpoint::{
-    DeliveryFormat, EndpointConfig, EndpointKey, RateLimit, RetryPolicy, SecretLocation,
+    DeliveryFormat, EndpointAuth, EndpointConfig, EndpointKey, ObjectKey, ObjectKind, RateLimit,
+    RetryPolicy, SecretLocation,
 };
 pub use routes::{CompiledRoutes, CompiledTenant, Route, TenantRoutes};
 pub use stats::{EndpointStats, Health, LastFailure};

@@ -296,6 +296,8 @@ mod tests {
             max_in_flight: 10,
             paused: false,
             format: Default::default(),
+            ca_bundle: None,
+            auth: None,
         }
     }
 

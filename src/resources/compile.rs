@@ -1,4 +1,5 @@
-//! Turns a tenant's resources (and the Secrets they reference) into [`TenantRoutes`].
+//! Turns a tenant's resources (and the Secrets and ConfigMaps they reference) into
+//! [`TenantRoutes`].
 //!
 //! Each object gets a verdict; an invalid object is left out of the routes and never affects
 //! the valid ones. The same code serves the controller and local mode.
@@ -11,17 +12,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use kube::ResourceExt;
 
 use super::{
-    EventSubscription, EventType, EventTypeSpec, WebhookEndpoint, webhook_endpoint::SecretKeyRef,
+    EventSubscription, EventType, EventTypeSpec, WebhookEndpoint,
+    webhook_endpoint::{CaBundleKind, SecretKeyRef},
 };
 use crate::model::{
-    EndpointConfig, RateLimit, RetryPolicy, Route, SecretLocation, TenantRoutes, duration,
+    EndpointAuth, EndpointConfig, NamespaceData, ObjectKey, ObjectKind, RateLimit, RetryPolicy,
+    Route, SecretLocation, TenantRoutes,
+    credentials::ReferenceProblem,
+    duration,
     event_type::{Pattern, validate_event_type},
     filter::Filter,
     payload_schema::{CompiledSchema, PayloadSchema},
-    signing_keys::{SigningKeyError, SigningKeys},
 };
 
-/// Secret data of one namespace: Secret name -> key -> value.
+/// Secret (or ConfigMap) data of one namespace: name -> key -> value.
 pub type SecretData = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
 
 /// Why an object is not (fully) in the routes. `reason` is a CamelCase condition reason.
@@ -37,6 +41,12 @@ impl Problem {
             reason,
             message: message.into(),
         }
+    }
+}
+
+impl From<ReferenceProblem> for Problem {
+    fn from(problem: ReferenceProblem) -> Self {
+        Self::new(problem.reason, problem.to_string())
     }
 }
 
@@ -62,6 +72,24 @@ struct Catalogued {
     deprecated: bool,
 }
 
+/// Subscriptions routed to one endpoint; more are reported `TooManySubscriptions`.
+pub const MAX_SUBSCRIPTIONS_PER_ENDPOINT: usize = 100;
+/// Static headers of one endpoint (also the CRD's limit).
+pub const MAX_HEADERS: usize = 32;
+/// Bytes of one static header value.
+pub const MAX_HEADER_VALUE_BYTES: usize = 4096;
+/// Bytes of all static header names and values of one endpoint together.
+pub const MAX_HEADERS_BYTES: usize = 16 * 1024;
+/// Patterns of one subscription (also the CRD's limit).
+pub const MAX_PATTERNS: usize = 64;
+
+/// Installation-wide rules applied on top of each resource's own validation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Refuse `http://` endpoint URLs (`--require-https`).
+    pub require_https: bool,
+}
+
 /// The Secret an endpoint signs with, applying the documented default name.
 pub fn secret_ref(endpoint: &WebhookEndpoint) -> SecretKeyRef {
     endpoint
@@ -74,29 +102,89 @@ pub fn secret_ref(endpoint: &WebhookEndpoint) -> SecretKeyRef {
         })
 }
 
+/// The CA bundle an endpoint trusts, if it names one.
+pub fn ca_bundle_ref(endpoint: &WebhookEndpoint) -> Option<ObjectKey> {
+    let reference = endpoint.spec.tls.as_ref()?.ca_bundle_ref.as_ref()?;
+    Some(ObjectKey {
+        kind: match reference.kind {
+            CaBundleKind::Secret => ObjectKind::Secret,
+            CaBundleKind::ConfigMap => ObjectKind::ConfigMap,
+        },
+        name: reference.name.clone(),
+        key: reference.key.clone(),
+    })
+}
+
+/// The endpoint's authentication, in model form.
+pub fn auth(endpoint: &WebhookEndpoint) -> Option<EndpointAuth> {
+    let spec = endpoint.spec.auth.as_ref()?;
+    match (&spec.basic, &spec.bearer) {
+        (Some(basic), _) => Some(EndpointAuth::Basic {
+            secret: basic.secret_name.clone(),
+            username_key: basic.username_key.clone(),
+            password_key: basic.password_key.clone(),
+        }),
+        (None, Some(bearer)) => Some(EndpointAuth::Bearer {
+            secret: bearer.secret_name.clone(),
+            token_key: bearer.token_key.clone(),
+        }),
+        (None, None) => None,
+    }
+}
+
+/// Names of every Secret / ConfigMap the endpoint reads (a change to one re-validates it).
+pub fn referenced(endpoint: &WebhookEndpoint, kind: ObjectKind) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    if kind == ObjectKind::Secret {
+        names.insert(secret_ref(endpoint).name);
+        if let Some(auth) = auth(endpoint) {
+            names.insert(auth.secret().to_owned());
+        }
+    }
+    if let Some(ca) = ca_bundle_ref(endpoint).filter(|ca| ca.kind == kind) {
+        names.insert(ca.name);
+    }
+    names
+}
+
 pub fn compile_tenant(
     tenant: &str,
     endpoints: &[WebhookEndpoint],
     subscriptions: &[EventSubscription],
     event_types: &[EventType],
-    secrets: &SecretData,
+    data: &NamespaceData,
+    policy: Policy,
 ) -> CompiledTenantReport {
     let mut report = CompiledTenantReport::default();
     let catalog = catalog(event_types, &mut report);
     let mut valid = BTreeMap::new();
     for endpoint in endpoints {
         let name = endpoint.name_any();
-        let verdict = endpoint_config(endpoint, secrets).map(|config| {
+        let verdict = endpoint_config(endpoint, data, policy).map(|config| {
             valid.insert(name.clone(), config);
         });
         report.endpoints.insert(name, verdict);
     }
-    let mut routed = BTreeSet::new();
-    for subscription in subscriptions {
+    // By name, so which subscriptions are over the limit does not depend on listing order.
+    let mut ordered: Vec<&EventSubscription> = subscriptions.iter().collect();
+    ordered.sort_by_key(|s| s.name_any());
+    let mut per_endpoint: BTreeMap<String, usize> = BTreeMap::new();
+    for subscription in ordered {
         let name = subscription.name_any();
-        let verdict = route(subscription, &report.endpoints).map(|route| {
-            routed.insert(route.endpoint.clone());
+        let verdict = route(subscription, &report.endpoints).and_then(|route| {
+            let count = per_endpoint.entry(route.endpoint.clone()).or_default();
+            if *count >= MAX_SUBSCRIPTIONS_PER_ENDPOINT {
+                return Err(Problem::new(
+                    "TooManySubscriptions",
+                    format!(
+                        "spec.endpointRef: WebhookEndpoint {:?} already has {MAX_SUBSCRIPTIONS_PER_ENDPOINT} subscriptions (the limit; taken by name order)",
+                        route.endpoint
+                    ),
+                ));
+            }
+            *count += 1;
             report.routes.routes.push(route);
+            Ok(())
         });
         if !catalog.is_empty() {
             report.catalog.get_or_insert_default().insert(
@@ -117,18 +205,15 @@ pub fn compile_tenant(
 
 fn endpoint_config(
     endpoint: &WebhookEndpoint,
-    secrets: &SecretData,
+    data: &NamespaceData,
+    policy: Policy,
 ) -> Result<EndpointConfig, Problem> {
     let spec = &endpoint.spec;
-    let url = url::Url::parse(&spec.url)
-        .map_err(|e| Problem::new("InvalidUrl", format!("spec.url {:?}: {e}", spec.url)))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+    let url = check_url(&spec.url, policy)?;
+    if spec.tls.is_some() && url.scheme() != "https" {
         return Err(Problem::new(
-            "InvalidUrl",
-            format!(
-                "spec.url {:?}: must be an http or https URL with a host",
-                spec.url
-            ),
+            "InvalidTls",
+            "spec.tls: applies to https URLs only",
         ));
     }
     let duration_field = |field: &str, value: &str| {
@@ -147,37 +232,8 @@ fn endpoint_config(
             "spec.retry.initialBackoff is longer than spec.retry.maxBackoff",
         ));
     }
-    for (name, value) in &spec.headers {
-        let lower = name.to_ascii_lowercase();
-        if lower.starts_with("webhook-")
-            || [
-                "content-type",
-                "host",
-                "content-length",
-                "user-agent",
-                "transfer-encoding",
-                "connection",
-            ]
-            .contains(&lower.as_str())
-        {
-            return Err(Problem::new(
-                "InvalidHeader",
-                format!("spec.headers.{name}: reserved header cannot be overridden"),
-            ));
-        }
-        http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-            Problem::new(
-                "InvalidHeader",
-                format!("spec.headers: {name:?} is not a valid header name"),
-            )
-        })?;
-        http::HeaderValue::from_str(value).map_err(|_| {
-            Problem::new(
-                "InvalidHeader",
-                format!("spec.headers.{name}: value is not a valid header value"),
-            )
-        })?;
-    }
+    let auth = auth(endpoint);
+    check_headers(&spec.headers, auth.is_some())?;
     let rate_limit = match &spec.rate_limit {
         None => None,
         Some(r) => {
@@ -194,14 +250,22 @@ fn endpoint_config(
         }
     };
     let secret = secret_ref(endpoint);
-    check_secret(&secret, secrets)?;
+    let secret = SecretLocation {
+        name: secret.name,
+        key: secret.key,
+    };
+    data.signing_keys(&secret)?;
+    if let Some(auth) = &auth {
+        data.authorization(auth)?;
+    }
+    let ca_bundle = ca_bundle_ref(endpoint);
+    if let Some(reference) = &ca_bundle {
+        data.ca_bundle(reference)?;
+    }
     Ok(EndpointConfig {
         name: endpoint.name_any(),
         url: url.to_string(),
-        secret: SecretLocation {
-            name: secret.name,
-            key: secret.key,
-        },
+        secret,
         headers: spec.headers.clone(),
         timeout,
         retry,
@@ -209,7 +273,101 @@ fn endpoint_config(
         max_in_flight: positive("spec.maxInFlight", spec.max_in_flight)?,
         paused: spec.paused,
         format: spec.format,
+        ca_bundle,
+        auth,
     })
+}
+
+/// Parses `spec.url`. Messages never repeat the URL: it is in the spec already, and a
+/// malformed one may hold credentials.
+fn check_url(text: &str, policy: Policy) -> Result<url::Url, Problem> {
+    let url =
+        url::Url::parse(text).map_err(|e| Problem::new("InvalidUrl", format!("spec.url: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(Problem::new(
+            "InvalidUrl",
+            "spec.url: must be an http or https URL with a host",
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Problem::new(
+            "InvalidUrl",
+            "spec.url: must not contain credentials (they would show in status and listings); use spec.auth",
+        ));
+    }
+    if policy.require_https && url.scheme() != "https" {
+        return Err(Problem::new(
+            "HttpsRequired",
+            "spec.url: plain http is refused on this installation (--require-https); use an https URL",
+        ));
+    }
+    Ok(url)
+}
+
+/// Header names an endpoint may not set: they carry the signature and the framing.
+const RESERVED_HEADERS: [&str; 6] = [
+    "content-type",
+    "host",
+    "content-length",
+    "user-agent",
+    "transfer-encoding",
+    "connection",
+];
+
+fn check_headers(headers: &BTreeMap<String, String>, has_auth: bool) -> Result<(), Problem> {
+    if headers.len() > MAX_HEADERS {
+        return Err(Problem::new(
+            "InvalidHeader",
+            format!(
+                "spec.headers: {} headers; at most {MAX_HEADERS}",
+                headers.len()
+            ),
+        ));
+    }
+    let total: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    if total > MAX_HEADERS_BYTES {
+        return Err(Problem::new(
+            "InvalidHeader",
+            format!("spec.headers: {total} bytes of names and values; at most {MAX_HEADERS_BYTES}"),
+        ));
+    }
+    for (name, value) in headers {
+        if value.len() > MAX_HEADER_VALUE_BYTES {
+            return Err(Problem::new(
+                "InvalidHeader",
+                format!(
+                    "spec.headers.{name}: value is {} bytes; at most {MAX_HEADER_VALUE_BYTES}",
+                    value.len()
+                ),
+            ));
+        }
+        let lower = name.to_ascii_lowercase();
+        if lower.starts_with("webhook-") || RESERVED_HEADERS.contains(&lower.as_str()) {
+            return Err(Problem::new(
+                "InvalidHeader",
+                format!("spec.headers.{name}: reserved header cannot be overridden"),
+            ));
+        }
+        if has_auth && lower == "authorization" {
+            return Err(Problem::new(
+                "InvalidHeader",
+                format!("spec.headers.{name}: cannot be set together with spec.auth"),
+            ));
+        }
+        http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            Problem::new(
+                "InvalidHeader",
+                format!("spec.headers: {name:?} is not a valid header name"),
+            )
+        })?;
+        http::HeaderValue::from_str(value).map_err(|_| {
+            Problem::new(
+                "InvalidHeader",
+                format!("spec.headers.{name}: value is not a valid header value"),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn positive(field: &str, value: i32) -> Result<u32, Problem> {
@@ -219,29 +377,6 @@ fn positive(field: &str, value: i32) -> Result<u32, Problem> {
             format!("{field}: must be at least 1, got {value}"),
         )
     })
-}
-
-fn check_secret(secret: &SecretKeyRef, secrets: &SecretData) -> Result<(), Problem> {
-    let data = secrets.get(&secret.name).ok_or_else(|| {
-        Problem::new(
-            "SecretNotFound",
-            format!("Secret {:?} does not exist", secret.name),
-        )
-    })?;
-    let value = data.get(&secret.key).ok_or_else(|| {
-        Problem::new(
-            "SecretKeyMissing",
-            format!("Secret {:?} has no key {:?}", secret.name, secret.key),
-        )
-    })?;
-    SigningKeys::parse(value)
-        .map(|_| ())
-        .map_err(|e: SigningKeyError| {
-            Problem::new(
-                "InvalidSecret",
-                format!("Secret {:?} key {:?}: {e}", secret.name, secret.key),
-            )
-        })
 }
 
 fn route(subscription: &EventSubscription, endpoints: &Verdicts) -> Result<Route, Problem> {
@@ -271,6 +406,15 @@ fn route(subscription: &EventSubscription, endpoints: &Verdicts) -> Result<Route
         return Err(Problem::new(
             "InvalidPattern",
             "spec.eventTypes: at least one pattern is required",
+        ));
+    }
+    if spec.event_types.len() > MAX_PATTERNS {
+        return Err(Problem::new(
+            "InvalidPattern",
+            format!(
+                "spec.eventTypes: {} patterns; at most {MAX_PATTERNS}",
+                spec.event_types.len()
+            ),
         ));
     }
     for (i, pattern) in spec.event_types.iter().enumerate() {
@@ -393,13 +537,18 @@ fn check_catalog(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::{
-        EventSubscriptionSpec, WebhookEndpointSpec, event_subscription::EndpointRef,
+    use crate::{
+        model::signing_keys::SigningKeys,
+        resources::{EventSubscriptionSpec, WebhookEndpointSpec, event_subscription::EndpointRef},
     };
 
     fn endpoint(name: &str, url: &str) -> WebhookEndpoint {
-        let spec: WebhookEndpointSpec = serde_json::from_value(serde_json::json!({ "url": url }))
-            .unwrap_or_else(|e| panic!("{e}"));
+        endpoint_with(name, serde_json::json!({ "url": url }))
+    }
+
+    fn endpoint_with(name: &str, spec: serde_json::Value) -> WebhookEndpoint {
+        let spec: WebhookEndpointSpec =
+            serde_json::from_value(spec).unwrap_or_else(|e| panic!("{e}"));
         let mut e = WebhookEndpoint::new(name, spec);
         e.metadata.namespace = Some("acme".into());
         e
@@ -427,15 +576,28 @@ mod tests {
         EventType::new(object, spec)
     }
 
-    fn secrets(names: &[&str]) -> SecretData {
-        names
+    fn secrets(names: &[&str]) -> NamespaceData {
+        let secrets = names
             .iter()
             .map(|n| {
                 let key =
                     BTreeMap::from([("secret".to_string(), SigningKeys::generate().into_bytes())]);
                 (format!("{n}-signing"), key)
             })
-            .collect()
+            .collect();
+        NamespaceData {
+            secrets,
+            config_maps: BTreeMap::new(),
+        }
+    }
+
+    fn verdict(
+        endpoint: WebhookEndpoint,
+        data: &NamespaceData,
+        policy: Policy,
+    ) -> Result<(), Problem> {
+        let name = endpoint.name_any();
+        compile_tenant("acme", &[endpoint], &[], &[], data, policy).endpoints[&name].clone()
     }
 
     #[test]
@@ -446,6 +608,7 @@ mod tests {
             &[subscription("s", "a", &["order.*"])],
             &[],
             &secrets(&["a"]),
+            Policy::default(),
         );
         assert_eq!(report.endpoints["a"], Ok(()));
         let config = &report.routes.endpoints[0];
@@ -488,6 +651,7 @@ mod tests {
             ],
             &[],
             &secrets(&["good", "ftp", "slow", "hdr"]),
+            Policy::default(),
         );
         let reason = |v: &Verdicts, n: &str| v[n].as_ref().err().map(|p| p.reason);
         assert_eq!(reason(&report.endpoints, "good"), None);
@@ -531,18 +695,11 @@ mod tests {
     #[test]
     fn bad_secret_material_is_reported_without_leaking_it() {
         let mut data = secrets(&[]);
-        data.insert(
+        data.secrets.insert(
             "a-signing".into(),
             BTreeMap::from([("secret".into(), b"supersecretvalue".to_vec())]),
         );
-        let report = compile_tenant(
-            "acme",
-            &[endpoint("a", "https://a.example")],
-            &[],
-            &[],
-            &data,
-        );
-        let problem = report.endpoints["a"].clone().err();
+        let problem = verdict(endpoint("a", "https://a.example"), &data, Policy::default()).err();
         assert_eq!(problem.as_ref().map(|p| p.reason), Some("InvalidSecret"));
         assert!(
             !problem
@@ -568,6 +725,7 @@ mod tests {
             &[filtered, broken],
             &[],
             &secrets(&["a"]),
+            Policy::default(),
         );
         assert_eq!(report.subscriptions["big"], Ok(()));
         let problem = report.subscriptions["broken"].clone().expect_err("invalid");
@@ -582,6 +740,151 @@ mod tests {
         assert!(
             report.catalog.is_none(),
             "no EventType, no catalogue verdicts"
+        );
+    }
+
+    #[test]
+    fn urls_with_credentials_or_plain_http_under_require_https_are_refused() {
+        let data = secrets(&["a"]);
+        let creds = verdict(
+            endpoint("a", "https://user:hunter2@a.example/x"),
+            &data,
+            Policy::default(),
+        );
+        let creds = creds.err().unwrap_or_else(|| panic!("accepted"));
+        assert_eq!(creds.reason, "InvalidUrl");
+        assert!(
+            creds.message.contains("spec.auth") && !creds.message.contains("hunter2"),
+            "{}",
+            creds.message
+        );
+
+        let strict = Policy {
+            require_https: true,
+        };
+        let http = verdict(endpoint("a", "http://a.example/x"), &data, strict).err();
+        assert_eq!(http.as_ref().map(|p| p.reason), Some("HttpsRequired"));
+        assert!(
+            http.map(|p| p.message)
+                .unwrap_or_default()
+                .contains("--require-https")
+        );
+        assert_eq!(
+            verdict(endpoint("a", "https://a.example/x"), &data, strict),
+            Ok(())
+        );
+        assert_eq!(
+            verdict(
+                endpoint("a", "http://a.example/x"),
+                &data,
+                Policy::default()
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn auth_and_ca_references_are_checked_and_name_their_field() {
+        let mut data = secrets(&["a"]);
+        let auth = serde_json::json!({ "basic": { "secretName": "a-auth" } });
+        let spec = |extra: serde_json::Value| {
+            let mut spec = serde_json::json!({ "url": "https://a.example/x" });
+            if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+                spec.extend(extra.clone());
+            }
+            endpoint_with("a", spec)
+        };
+        let problem =
+            |e: WebhookEndpoint, data: &NamespaceData| verdict(e, data, Policy::default()).err();
+
+        let missing = problem(spec(serde_json::json!({ "auth": auth })), &data);
+        assert_eq!(missing.as_ref().map(|p| p.reason), Some("SecretNotFound"));
+        assert!(
+            missing
+                .map(|p| p.message)
+                .unwrap_or_default()
+                .starts_with("spec.auth.basic.usernameKey: Secret \"a-auth\"")
+        );
+
+        data.secrets.insert(
+            "a-auth".into(),
+            BTreeMap::from([("username".into(), b"app".to_vec())]),
+        );
+        let key = problem(spec(serde_json::json!({ "auth": auth })), &data);
+        assert_eq!(key.as_ref().map(|p| p.reason), Some("SecretKeyMissing"));
+        assert!(
+            key.map(|p| p.message)
+                .unwrap_or_default()
+                .contains("spec.auth.basic.passwordKey")
+        );
+
+        data.secrets
+            .get_mut("a-auth")
+            .map(|s| s.insert("password".into(), b"pw".to_vec()));
+        assert_eq!(
+            verdict(
+                spec(serde_json::json!({ "auth": auth })),
+                &data,
+                Policy::default()
+            ),
+            Ok(())
+        );
+        let config = compile_tenant(
+            "acme",
+            &[spec(serde_json::json!({ "auth": auth }))],
+            &[],
+            &[],
+            &data,
+            Policy::default(),
+        );
+        assert_eq!(
+            config.routes.endpoints[0].auth,
+            Some(EndpointAuth::Basic {
+                secret: "a-auth".into(),
+                username_key: "username".into(),
+                password_key: "password".into()
+            })
+        );
+
+        // Authorization among static headers is refused only when auth is set.
+        let headers =
+            serde_json::json!({ "auth": auth, "headers": { "authorization": "Bearer x" } });
+        assert_eq!(
+            problem(spec(headers), &data).map(|p| p.reason),
+            Some("InvalidHeader")
+        );
+        assert_eq!(
+            verdict(
+                spec(serde_json::json!({ "headers": { "Authorization": "Bearer x" } })),
+                &data,
+                Policy::default()
+            ),
+            Ok(())
+        );
+
+        let ca =
+            serde_json::json!({ "tls": { "caBundleRef": { "kind": "ConfigMap", "name": "ca" } } });
+        let no_ca = problem(spec(ca.clone()), &data);
+        assert_eq!(no_ca.as_ref().map(|p| p.reason), Some("ConfigMapNotFound"));
+        data.config_maps.insert(
+            "ca".into(),
+            BTreeMap::from([("ca.crt".into(), b"junk".to_vec())]),
+        );
+        let bad = problem(spec(ca.clone()), &data);
+        assert_eq!(bad.as_ref().map(|p| p.reason), Some("InvalidCaBundle"));
+        assert!(
+            bad.map(|p| p.message)
+                .unwrap_or_default()
+                .starts_with("spec.tls.caBundleRef: ConfigMap \"ca\" key \"ca.crt\"")
+        );
+
+        let http_tls = endpoint_with(
+            "a",
+            serde_json::json!({ "url": "http://a.example", "tls": {} }),
+        );
+        assert_eq!(
+            problem(http_tls, &data).map(|p| p.reason),
+            Some("InvalidTls")
         );
     }
 
@@ -613,6 +916,7 @@ mod tests {
                 event_type("wild", "order.*", serde_json::json!({})),
             ],
             &secrets(&["a"]),
+            Policy::default(),
         );
         let reason = |v: &Verdicts, n: &str| v[n].as_ref().err().map(|p| p.reason);
         assert_eq!(reason(&report.event_types, "order-paid"), None);
@@ -667,6 +971,89 @@ mod tests {
                 )
             })
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn limits_are_enforced_with_clear_reasons() {
+        let data = secrets(&["a"]);
+        let problem = |headers: serde_json::Value| {
+            verdict(
+                endpoint_with(
+                    "a",
+                    serde_json::json!({ "url": "https://a.example", "headers": headers }),
+                ),
+                &data,
+                Policy::default(),
+            )
+            .err()
+            .map(|p| (p.reason, p.message))
+        };
+        let many: serde_json::Map<_, _> = (0..33)
+            .map(|i| (format!("X-H{i}"), serde_json::json!("v")))
+            .collect();
+        assert_eq!(
+            problem(serde_json::Value::Object(many)),
+            Some((
+                "InvalidHeader",
+                "spec.headers: 33 headers; at most 32".to_owned()
+            ))
+        );
+        let big = problem(serde_json::json!({ "X-Big": "v".repeat(5000) }));
+        assert_eq!(
+            big,
+            Some((
+                "InvalidHeader",
+                "spec.headers.X-Big: value is 5000 bytes; at most 4096".to_owned()
+            ))
+        );
+        let bulky: serde_json::Map<_, _> = (0..5)
+            .map(|i| (format!("X-H{i}"), serde_json::json!("v".repeat(4000))))
+            .collect();
+        assert!(
+            problem(serde_json::Value::Object(bulky))
+                .is_some_and(|p| p.1.contains("at most 16384"))
+        );
+
+        let subscriptions: Vec<EventSubscription> = (0..=MAX_SUBSCRIPTIONS_PER_ENDPOINT)
+            .rev()
+            .map(|i| subscription(&format!("s{i:03}"), "a", &["a.b"]))
+            .collect();
+        let report = compile_tenant(
+            "acme",
+            &[endpoint("a", "https://a.example")],
+            &subscriptions,
+            &[],
+            &data,
+            Policy::default(),
+        );
+        assert_eq!(report.routes.routes.len(), MAX_SUBSCRIPTIONS_PER_ENDPOINT);
+        let over = report.subscriptions["s100"]
+            .as_ref()
+            .err()
+            .map(|p| p.reason);
+        assert_eq!(
+            over,
+            Some("TooManySubscriptions"),
+            "the last by name is the one over"
+        );
+        assert_eq!(report.subscriptions["s000"], Ok(()));
+        let patterns: Vec<String> = (0..65).map(|i| format!("t{i}")).collect();
+        let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+        let report = compile_tenant(
+            "acme",
+            &[endpoint("a", "https://a.example")],
+            &[subscription("wide", "a", &patterns)],
+            &[],
+            &data,
+            Policy::default(),
+        );
+        assert_eq!(
+            report.subscriptions["wide"]
+                .as_ref()
+                .err()
+                .map(|p| p.message.as_str()),
+            Some("spec.eventTypes: 65 patterns; at most 64")
         );
     }
 }

@@ -92,6 +92,8 @@ mod tests {
             ("https://", false),
             ("orders.acme.example/hooks", false),
             ("https://exa mple.com", false),
+            ("https://user:pw@example.com/hook", false),
+            ("https://example.com/hook?next=a@b", true),
         ] {
             assert_eq!(matches(URL_PATTERN, text), ok, "{text:?}");
         }
@@ -111,6 +113,14 @@ mod tests {
             "subresources",
         ] {
             assert!(yaml.contains(needle), "CRDs lack {needle}");
+        }
+    }
+
+    proptest::proptest! {
+        /// On any input, the admission pattern and the parser agree.
+        #[test]
+        fn admission_pattern_agrees_with_the_parser_on_any_text(text in "[ab.*> ]{0,10}") {
+            proptest::prop_assert_eq!(matches(EVENT_TYPE_PATTERN, &text), Pattern::parse(&text).is_ok(), "{:?}", text);
         }
     }
 }

@@ -9,11 +9,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{DeliveryFormat, Health, LastFailure, duration::GO_DURATION_PATTERN};
 
-/// Loose check at admission; the full parse happens in [`super::compile`].
-pub const URL_PATTERN: &str = r"^[hH][tT][tT][pP][sS]?://[^\s/?#]+([/?#]\S*)?$";
+/// Loose check at admission; the full parse happens in [`super::compile`]. No `@` before the
+/// path: credentials do not belong in a URL that is shown in status and listings (`spec.auth`).
+pub const URL_PATTERN: &str = r"^[hH][tT][tT][pP][sS]?://[^\s/?#@]+([/?#]\S*)?$";
 
 /// Header names that endpoints may not set: they carry the signature and framing.
 pub const RESERVED_HEADER_RULE: &str = "self.all(k, !k.lowerAscii().startsWith('webhook-') && !(k.lowerAscii() in ['content-type', 'host', 'content-length', 'user-agent', 'transfer-encoding', 'connection']))";
+
+/// With `auth`, static headers may not set `Authorization` (it would be overridden silently).
+pub const AUTH_HEADER_RULE: &str = "!has(self.auth) || !has(self.headers) || self.headers.all(k, k.lowerAscii() != 'authorization')";
+/// `tls` configures https connections only.
+pub const TLS_HTTPS_RULE: &str = "!has(self.tls) || self.url.lowerAscii().startsWith('https://')";
 
 /// Where a tenant wants events delivered, and how.
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
@@ -33,6 +39,10 @@ pub const RESERVED_HEADER_RULE: &str = "self.all(k, !k.lowerAscii().startsWith('
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new(AUTH_HEADER_RULE).message("headers cannot set Authorization when auth is set"),
+    validation = Rule::new(TLS_HTTPS_RULE).message("tls applies to https URLs only")
+)]
 pub struct WebhookEndpointSpec {
     /// Callback URL, http or https.
     #[schemars(pattern(URL_PATTERN), length(max = 2048))]
@@ -41,10 +51,11 @@ pub struct WebhookEndpointSpec {
     /// Defaults to `{name: <endpoint>-signing, key: secret}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
-    /// Static headers added to every request. Cannot override `webhook-*`, `content-type` or `host`.
+    /// Static headers added to every request (at most 32, values up to 4 KiB, 16 KiB in all).
+    /// Cannot override `webhook-*`, `content-type` or `host`, nor `Authorization` with `auth`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[x_kube(validation = Rule::new(RESERVED_HEADER_RULE).message("headers cannot override webhook-*, content-type, host, content-length, user-agent, transfer-encoding or connection"))]
-    #[schemars(length(max = 32))]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     pub headers: BTreeMap<String, String>,
     /// Per-attempt timeout (Go duration).
     #[serde(default = "default_timeout")]
@@ -64,6 +75,78 @@ pub struct WebhookEndpointSpec {
     /// `standard` (Standard Webhooks) or `cloudevents` (adds CloudEvents HTTP binary mode).
     #[serde(default, skip_serializing_if = "DeliveryFormat::is_standard")]
     pub format: DeliveryFormat,
+    /// TLS of the connection to an https `url`. Certificates are always verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    /// Credentials sent as `Authorization` on every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+}
+
+/// TLS settings of an endpoint.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// CA certificates (PEM) trusted for this endpoint instead of the system roots, e.g. the CA
+    /// of a private PKI. Without it the system's roots are used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_ref: Option<CaBundleRef>,
+}
+
+/// A key of a Secret or ConfigMap in the endpoint's namespace holding PEM certificates.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaBundleRef {
+    pub kind: CaBundleKind,
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum CaBundleKind {
+    Secret,
+    ConfigMap,
+}
+
+/// Endpoint authentication: exactly one scheme.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.basic) != has(self.bearer)").message("set exactly one of basic or bearer"))]
+pub struct AuthSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic: Option<BasicAuthSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer: Option<BearerAuthSpec>,
+}
+
+/// HTTP Basic authentication from a Secret (a `kubernetes.io/basic-auth` Secret fits as is).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BasicAuthSpec {
+    /// Secret in the endpoint's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    #[serde(default = "default_username_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub username_key: String,
+    #[serde(default = "default_password_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub password_key: String,
+}
+
+/// A bearer token from a Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BearerAuthSpec {
+    /// Secret in the endpoint's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    #[serde(default = "default_token_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub token_key: String,
 }
 
 /// A key of a Secret in the endpoint's namespace.
@@ -194,6 +277,18 @@ fn default_max_in_flight() -> i32 {
 }
 fn default_secret_key() -> String {
     "secret".into()
+}
+fn default_ca_key() -> String {
+    "ca.crt".into()
+}
+fn default_username_key() -> String {
+    "username".into()
+}
+fn default_password_key() -> String {
+    "password".into()
+}
+fn default_token_key() -> String {
+    "token".into()
 }
 fn default_max_attempts() -> i32 {
     24

@@ -1,15 +1,16 @@
 //! `webhook-operator deliver --tenant NAMESPACE`: the delivery workers of one tenant.
 //!
-//! Routes come from the routes bucket, signing keys from the tenant's Secrets (the only thing
-//! this role may read in Kubernetes). Both are kept in memory, so delivery goes on from the
-//! last known state while NATS's bucket writer or the Kubernetes API is away.
+//! Routes come from the routes bucket; signing keys, credentials and CA bundles from the
+//! tenant's Secrets and ConfigMaps (the only things this role may read in Kubernetes). Both are
+//! kept in memory, so delivery goes on from the last known state while NATS's bucket writer or
+//! the Kubernetes API is away.
 
 use std::{collections::BTreeMap, sync::Arc};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{
-    Api, ResourceExt,
+    Api, Resource, ResourceExt,
     runtime::{WatchStreamExt, reflector, watcher},
 };
 use tokio::sync::watch;
@@ -20,12 +21,14 @@ use crate::{
     dataplane::topology::Authority,
     dataplane::{
         delivery::{
-            self, BreakerSettings, DeliveryContext, Secrets, address_guard::AddressGuardArgs,
+            self, BreakerSettings, DeliveryContext, TenantData, TenantDataRx,
+            clients::{Clients, OutboundArgs},
         },
         ingest::is_dns_label,
         route_store::{self, Scope},
         stats::StatsView,
     },
+    model::{NamespaceData, credentials::ObjectData},
     pipeline::PipelineArgs,
 };
 
@@ -34,9 +37,9 @@ pub struct DeliverArgs {
     /// The namespace (tenant) whose endpoints this process delivers to.
     #[arg(long)]
     pub tenant: String,
-    /// `--allow-private-networks`, `--allow-cidr`: where deliveries may connect.
+    /// Where and how deliveries may connect.
     #[command(flatten)]
-    pub address_guard: AddressGuardArgs,
+    pub outbound: OutboundArgs,
     /// `--circuit-breaker-threshold`, `--circuit-probe-interval`.
     #[command(flatten)]
     pub breaker: BreakerSettings,
@@ -48,15 +51,24 @@ pub async fn run(args: DeliverArgs, cancel: CancellationToken) -> anyhow::Result
     if !is_dns_label(&args.tenant) {
         anyhow::bail!("--tenant {:?} is not a valid namespace name", args.tenant);
     }
-    let guard = args.address_guard.guard();
-    tracing::info!(%guard, "outbound address guard");
     let client = kube::Client::try_default().await?;
+    let references = watch_references(client, args.tenant.clone(), cancel.clone());
+    serve(args, references, cancel).await
+}
+
+/// Everything but the Kubernetes watches: delivery of the tenant's endpoints from
+/// `references` (its Secrets and ConfigMaps), and the admin server.
+pub async fn serve(
+    args: DeliverArgs,
+    references: TenantDataRx,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let clients = Clients::new(
+        args.outbound.address_guard.guard(),
+        args.outbound.egress_proxy.clone(),
+    )?;
+    clients.log_settings(args.outbound.require_https);
     let connected = args.pipeline.connect("deliver", Authority::Joiner).await?;
-    let secrets = watch_secrets(
-        Api::namespaced(client, &args.tenant),
-        args.tenant.clone(),
-        cancel.clone(),
-    );
     let routes = route_store::watch(
         connected.topology.routes.clone(),
         Scope::Tenant(args.tenant.clone()),
@@ -66,14 +78,15 @@ pub async fn run(args: DeliverArgs, cancel: CancellationToken) -> anyhow::Result
     let stats = StatsView::start(connected.topology.stats.clone(), cancel.clone());
     let ctx = Arc::new(DeliveryContext {
         js: connected.js.clone(),
-        client: delivery::http_client(guard)?,
+        clients,
+        require_https: args.outbound.require_https,
         metrics: connected.metrics.clone(),
         breaker: args.breaker,
     });
     tokio::spawn(delivery::run(
         ctx,
         routes.clone(),
-        secrets,
+        references,
         stats.disabled(),
         cancel.clone(),
     ));
@@ -89,15 +102,83 @@ pub async fn run(args: DeliverArgs, cancel: CancellationToken) -> anyhow::Result
     Ok(())
 }
 
-/// Mirrors the tenant's Secrets into the form delivery reads; the last state is kept while
-/// the API server is unreachable (the watcher retries with backoff).
-fn watch_secrets(
-    api: Api<Secret>,
+/// Mirrors the tenant's Secrets and ConfigMaps into the form delivery reads; the last state is
+/// kept while the API server is unreachable (the watchers retry with backoff).
+fn watch_references(
+    client: kube::Client,
     tenant: String,
     cancel: CancellationToken,
-) -> delivery::SecretsRx {
-    let (tx, rx) = watch::channel(Arc::new(Secrets::new()));
+) -> TenantDataRx {
+    let (tx, rx) = watch::channel(Arc::new(TenantData::new()));
+    let tx = Arc::new(tx);
+    let secrets = mirror(
+        Api::<Secret>::namespaced(client.clone(), &tenant),
+        |s: &Secret| {
+            s.data
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect()
+        },
+        cancel.clone(),
+    );
+    let config_maps = mirror(
+        Api::<ConfigMap>::namespaced(client, &tenant),
+        |c: &ConfigMap| {
+            let mut data: ObjectData = c
+                .binary_data
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            data.extend(
+                c.data
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes())),
+            );
+            data
+        },
+        cancel.clone(),
+    );
+    tokio::spawn(async move {
+        let (mut secrets, mut config_maps) = (secrets, config_maps);
+        loop {
+            let data = NamespaceData {
+                secrets: secrets.borrow_and_update().as_ref().clone(),
+                config_maps: config_maps.borrow_and_update().as_ref().clone(),
+            };
+            tx.send_replace(Arc::new(BTreeMap::from([(tenant.clone(), data)])));
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                Ok(()) = secrets.changed() => {}
+                Ok(()) = config_maps.changed() => {}
+                else => return,
+            }
+        }
+    });
+    rx
+}
+
+type ObjectsRx = watch::Receiver<Arc<BTreeMap<String, ObjectData>>>;
+
+/// Follows the objects of `api`, each reduced to its data by `data_of`.
+fn mirror<K>(api: Api<K>, data_of: fn(&K) -> ObjectData, cancel: CancellationToken) -> ObjectsRx
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (tx, rx) = watch::channel(Arc::new(BTreeMap::new()));
     let (reader, writer) = reflector::store();
+    let kind = K::kind(&()).into_owned();
     tokio::spawn(async move {
         let mut events = std::pin::pin!(
             watcher(api, watcher::Config::default())
@@ -110,17 +191,10 @@ fn watch_secrets(
                 _ = cancel.cancelled() => return,
                 event = events.next() => match event {
                     None => return,
-                    Some(Err(error)) => tracing::warn!(%error, "watching Secrets failed; keeping the last known keys"),
+                    Some(Err(error)) => tracing::warn!(%error, kind, "watch failed; keeping the last known state"),
                     Some(Ok(_)) => {
-                        let data = reader
-                            .state()
-                            .iter()
-                            .map(|s| {
-                                let values = s.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-                                (s.name_any(), values)
-                            })
-                            .collect();
-                        tx.send_replace(Arc::new(BTreeMap::from([(tenant.clone(), data)])));
+                        let objects = reader.state().iter().map(|o| (o.name_any(), data_of(o))).collect();
+                        tx.send_replace(Arc::new(objects));
                     }
                 },
             }

@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::store::{self, Kind, Spec};
 use crate::{
-    model::signing_keys::SigningKeys,
-    resources::compile::{self, Problem, SecretData},
+    model::{NamespaceData, signing_keys::SigningKeys},
+    resources::compile::{self, Policy, Problem},
 };
 
 /// Why a body was refused.
@@ -193,20 +193,44 @@ fn check_spec(namespace: &str, name: &str, spec: &Spec) -> Result<(), Invalid> {
         }
     };
     let secret = compile::secret_ref(&endpoint);
-    let secrets: SecretData = BTreeMap::from([(
-        secret.name,
-        BTreeMap::from([(secret.key, SigningKeys::generate().into_bytes())]),
-    )]);
-    let report = compile::compile_tenant(namespace, &[endpoint], &subscriptions, &[], &secrets);
+    let data = NamespaceData {
+        secrets: BTreeMap::from([(
+            secret.name,
+            BTreeMap::from([(secret.key, SigningKeys::generate().into_bytes())]),
+        )]),
+        config_maps: BTreeMap::new(),
+    };
+    let report = compile::compile_tenant(
+        namespace,
+        &[endpoint],
+        &subscriptions,
+        &[],
+        &data,
+        Policy::default(),
+    );
     let verdict = match spec {
         Spec::Endpoint(_) => report.endpoints.into_values().next(),
         Spec::Subscription(_) => report.subscriptions.into_values().next(),
     };
     match verdict {
-        Some(Err(problem)) => Err(Invalid::problem(problem)),
+        // What referenced Secrets and ConfigMaps hold is not the body's fault: like the
+        // controller, the object is accepted and its conditions say what is missing.
+        Some(Err(problem)) if !REFERENCE_PROBLEMS.contains(&problem.reason) => {
+            Err(Invalid::problem(problem))
+        }
         _ => Ok(()),
     }
 }
+
+/// Reasons about the objects a spec references rather than the spec itself.
+const REFERENCE_PROBLEMS: &[&str] = &[
+    "SecretNotFound",
+    "SecretKeyMissing",
+    "InvalidSecret",
+    "ConfigMapNotFound",
+    "ConfigMapKeyMissing",
+    "InvalidCaBundle",
+];
 
 /// The field a compile problem names: its message starts with it (`spec.retry.maxBackoff: ...`).
 fn field_of(message: &str) -> Option<String> {

@@ -47,7 +47,7 @@ def role_env_flags(role: str) -> dict[str, tuple[str, bool]]:
     found = {}
     for block in re.split(r"\n(?=\s+(?:-\w, )?--[a-z])", role_help(role)):
         option = re.match(r"\s+(?:-\w, )?(--[a-z0-9-]+)( <)?", block)
-        variable = re.search(r"\[env: ([A-Z0-9_]+)=", block)
+        variable = re.search(r"\[env: ([A-Z0-9_]+)[=\]]", block)
         if option and variable:
             found[variable.group(1)] = (option.group(1), option.group(2) is not None)
     return found

@@ -24,10 +24,10 @@ MONITORING = "monitoring.coreos.com/v1"
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 
 # Environment not checked as flags: the downward API's (no literal value; the controller reads
-# them as --namespace and --identity), and the proxy variables no flag reads yet (the chart sets
-# them on the controller only; see charts/webhook-operator/README.md).
+# them as --namespace and --identity).
 DOWNWARD_API = {"POD_NAME", "POD_NAMESPACE"}
-PROXY_ENV = {"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"}
+# Environment that may come from Secret keys (passwords, tokens): never a literal value.
+FROM_SECRETS = {"NATS_USER", "NATS_PASSWORD", "NATS_TOKEN"}
 
 # What the controller does with the Kubernetes API (src/controlplane): (apiGroup, resource, verb).
 # Cluster-wide ...
@@ -40,6 +40,8 @@ CONTROLLER_CLUSTER_PERMISSIONS = {
     # Signing Secrets are created with an owner reference (blockOwnerDeletion) to the endpoint.
     ("webhook-operator.io", "webhookendpoints/finalizers", "update"),
     *{("", "secrets", v) for v in ("get", "list", "watch", "create")},
+    # CA bundles of endpoints (spec.tls.caBundleRef) may be in ConfigMaps.
+    *{("", "configmaps", v) for v in ("get", "list", "watch")},
     *{(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")},
     *{("rbac.authorization.k8s.io", r, v) for r in ("roles", "rolebindings")
       for v in ("get", "create", "patch", "delete")},
@@ -57,7 +59,8 @@ TENANT_API_CLUSTER_PERMISSIONS = {("webhook-operator.io", r, v) for r in ("webho
                                   for v in ("create", "update", "delete")}
 # What the controller grants each tenant's delivery pods (src/controlplane/workloads.rs): RBAC
 # lets it grant only what it holds itself.
-DELIVERY_TENANT_PERMISSIONS = {("", "secrets", v) for v in ("get", "list", "watch")}
+DELIVERY_TENANT_PERMISSIONS = {(("", r, v)) for r in ("secrets", "configmaps")
+                               for v in ("get", "list", "watch")}
 
 
 def parse(text: str) -> list[dict[str, Any]]:
@@ -287,10 +290,14 @@ def check_flags(objects: list[dict[str, Any]]) -> None:
             assert role in ROLES, f"{where}: first argument {role!r} is no role"
             known = role_env_flags(role)
             for variable, value in env(c).items():
-                if variable in DOWNWARD_API or (variable in PROXY_ENV and role == "controller"):
+                if variable in DOWNWARD_API:
                     continue
                 assert variable in known, f"{where}: env {variable} is read by no flag of `{role}`"
                 flag, takes_value = known[variable]
+                if variable in FROM_SECRETS:
+                    assert isinstance(value, dict) and value.get("secretKeyRef", {}).get("key"), (
+                        f"{where}: env {variable} must come from a Secret key, not {value!r}")
+                    value = "from-secret"
                 assert isinstance(value, str), f"{where}: env {variable} must be a literal"
                 if takes_value:
                     args.append(f"{flag}={value}")

@@ -27,8 +27,15 @@ PRIVATE = {"allowPrivateNetworks": True, "allowCidrs": ["10.20.0.0/16", "192.168
 NETWORK_POLICY = {"networkPolicy": {"enabled": True}, "allowCidrs": ["10.20.0.0/16", "fd00::1"]}
 SINGLE = {"controller": {"replicas": 1, "leaderElection": False}}
 TENANT_API = {"tenantApi": {"enabled": True, "port": 9443}}
+NATS_USERS = {"nats": {"userSecret": "nats-controller", "roleInboxes": True},
+              "router": {"nats": {"nkeySecret": "nats-router"}},
+              "delivery": {"nats": {"tokenSecret": "nats-deliver-{tenant}"},
+                           "replicas": 1, "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
+                                                        "limits": {"cpu": 1, "memory": "256Mi"}}}}
+PROXY = {"egressProxy": "http://egress.internal:3128", "requireHttps": True,
+         "networkPolicy": {"enabled": True, "egressProxyPeers": [{"ipBlock": {"cidr": "10.9.0.7/32"}}]}}
 EVERYTHING = {**TLS, **MONITORING, **PRIVATE, **NETWORK_POLICY, **SINGLE, **TENANT_API,
-              "egressProxy": {"httpsProxy": "http://proxy:3128", "noProxy": ".svc,.cluster.local"},
+              "egressProxy": "http://proxy:3128", "requireHttps": True,
               "delivery": {"image": {"repository": "registry.example/webhook-operator", "tag": "1.2.3"},
                            "replicas": 3, "natsUrl": "nats://nats-delivery:4222",
                            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
@@ -43,8 +50,18 @@ VARIANTS = {
     "network-policy": NETWORK_POLICY,
     "leader-election-off": SINGLE,
     "tenant-api": TENANT_API,
+    "nats-users": NATS_USERS,
+    "proxy": PROXY,
     "everything": EVERYTHING,
 }
+
+
+def production_values() -> dict[str, Any]:
+    import yaml
+    return yaml.safe_load((CHART / "values-production.yaml").read_text())
+
+
+VARIANTS["production"] = production_values()
 
 
 def render(values: dict[str, Any]) -> dict[str, str]:
@@ -111,9 +128,12 @@ def test_delivery_settings_reach_the_controller_flags():
     assert m.flag_value(c, "--deliver-nats-url") == "nats://nats-delivery:4222"
     assert m.flag_value(c, "--deliver-nats-creds-secret") == "nats-creds"
     assert m.flag_value(c, "--deliver-log-format") == "text"
-    # The proxy has no flag yet: it is only in the controller's environment (see README.md).
-    assert m.env(c)["HTTPS_PROXY"] == "http://proxy:3128"
-    assert "HTTPS_PROXY" not in m.env(m.container(objects(EVERYTHING), "-router"))
+    assert m.flag_value(c, "--deliver-egress-proxy") == "http://proxy:3128"
+    assert "--require-https" in c["args"]
+    # TLS of the delivery pods: the same CA and client certificate Secrets.
+    assert m.flag_value(c, "--deliver-nats-tls-ca-secret") == "nats-ca"
+    assert m.flag_value(c, "--deliver-nats-tls-ca-key") == "ca.crt"
+    assert m.flag_value(c, "--deliver-nats-tls-client-secret") == "nats-client"
 
 
 def test_tls_and_credentials_are_mounted_where_the_flags_point():
@@ -132,6 +152,57 @@ def test_tls_and_credentials_are_mounted_where_the_flags_point():
             assert (volume["secretName"], file) == (secret, key), flag
             assert key in {item["key"] for item in volume["items"]}
         assert m.flag_value(c, "--nats-url") == "tls://nats.nats.svc:4222"
+
+
+def test_each_role_gets_its_own_nats_identity_and_inbox():
+    rendered = objects(NATS_USERS)
+    controller, router = m.container(rendered, "-controller"), m.container(rendered, "-router")
+    for variable, key in (("NATS_USER", "username"), ("NATS_PASSWORD", "password")):
+        assert m.env(controller)[variable] == {"secretKeyRef": {"name": "nats-controller", "key": key}}
+    assert m.flag_value(controller, "--nats-inbox-prefix") == "_INBOX_controller"
+    # The routers: their own NKey seed, mounted where the flag points, and no password.
+    assert "NATS_USER" not in m.env(router)
+    assert m.flag_value(router, "--nats-nkey") == "/etc/webhook-operator/nats-nkey/nkey"
+    deployment = m.one(rendered, "Deployment", "-router")
+    volumes = {v["name"]: v["secret"] for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["nats-nkey"]["secretName"] == "nats-router"
+    assert m.flag_value(router, "--nats-inbox-prefix") == "_INBOX_router"
+    # The delivery pods: a Secret per tenant, and their inbox, through the controller's flags.
+    assert m.flag_value(controller, "--deliver-nats-token-secret") == "nats-deliver-{tenant}"
+    assert m.flag_value(controller, "--deliver-nats-user-secret") is None
+    assert m.flag_value(controller, "--deliver-nats-inbox-prefix") == "_INBOX_deliver_{tenant}"
+
+
+def test_nats_accepts_one_authentication_method():
+    with pytest.raises(helm.HelmError, match="at most one of credentialsSecret"):
+        render({"nats": {"userSecret": "a", "tokenSecret": "b"}})
+    with pytest.raises(helm.HelmError, match="at most one of credentialsSecret"):
+        render({"delivery": {"nats": {"userSecret": "a", "nkeySecret": "b"}}})
+
+
+def test_egress_proxy_and_https_rule_reach_the_delivery_pods():
+    rendered = objects(PROXY)
+    c = m.container(rendered, "-controller")
+    assert m.flag_value(c, "--deliver-egress-proxy") == "http://egress.internal:3128"
+    assert "--require-https" in c["args"]
+    assert not any("PROXY" in name for name in m.env(c)), "no proxy environment: the flag carries it"
+    delivery = next(p for p in m.of_kind(rendered, "NetworkPolicy") if p["metadata"]["name"].endswith("-delivery"))
+    peers = [peer for rule in delivery["spec"]["egress"] for peer in rule.get("to", [])]
+    assert {"ipBlock": {"cidr": "10.9.0.7/32"}} in peers, "the proxy's private address is let through"
+    default = m.container(objects({}), "-controller")
+    assert "--require-https" not in default["args"] and m.flag_value(default, "--deliver-egress-proxy") is None
+
+
+def test_production_profile_refuses_plain_http_and_separates_roles():
+    values = production_values()
+    assert values["requireHttps"] is True and values["allowPrivateNetworks"] is False
+    rendered = objects(values)
+    c = m.container(rendered, "-controller")
+    assert "--require-https" in c["args"]
+    assert m.flag_value(c, "--nats-inbox-prefix") == "_INBOX_controller"
+    assert m.flag_value(c, "--deliver-nats-user-secret") == "nats-deliver-{tenant}"
+    assert m.env(m.container(rendered, "-router"))["NATS_USER"]["secretKeyRef"]["name"] == "nats-router"
+    assert m.of_kind(rendered, "NetworkPolicy")
 
 
 def test_tls_needs_a_ca_secret():
@@ -224,7 +295,10 @@ def test_leader_election_off_runs_one_replica():
     {"nats": {"url": "http://nats:4222"}},
     {"allowPrivateNetworks": "yes"},
     {"delivery": {"resources": {"requests": {"cpu": "lots", "memory": "64Mi"}}}},
-    {"requireHttps": True},  # planned (issue 6): no such value, nor flag, yet
+    {"requireHttps": "yes"},
+    {"egressProxy": "socks5://proxy:1080"},
+    {"egressProxy": {"httpsProxy": "http://proxy:3128"}},
+    {"nats": {"url": "nats://nats:4222", "roleInboxes": "on"}},
     {"controller": {"replica": 2}},
 ])
 def test_schema_rejects_bad_values(bad):
@@ -278,9 +352,13 @@ def test_crds_are_the_generated_ones():
 
 
 def test_notes_render():
-    notes = render({**TLS, **PRIVATE, "egressProxy": {"httpsProxy": "http://proxy:3128"}})
+    notes = render({**TLS, **PRIVATE, "egressProxy": "http://user:hunter2@proxy:3128"})
     text = next(v for k, v in notes.items() if k.endswith("NOTES.txt"))
     assert f"installed in namespace {NAMESPACE}" in text
     assert "WARNING: allowPrivateNetworks is true" in text
-    assert "no TLS CA or client certificate yet" in text and "egressProxy is not applied" in text
-    assert "WARNING" not in next(v for k, v in render({}).items() if k.endswith("NOTES.txt"))
+    assert "egress proxy http://***@proxy:3128" in text and "hunter2" not in text
+    assert "requireHttps is false" in text
+    default = next(v for k, v in render({}).items() if k.endswith("NOTES.txt"))
+    assert "WARNING" not in default
+    strict = next(v for k, v in render({"requireHttps": True}).items() if k.endswith("NOTES.txt"))
+    assert "requireHttps is false" not in strict

@@ -3,6 +3,8 @@
 //! down on drop.
 #![allow(dead_code)]
 
+pub mod security;
+
 use std::{
     collections::{HashMap, VecDeque},
     net::TcpListener,
@@ -58,15 +60,27 @@ pub struct Nats {
     child: Option<Child>,
     pub port: u16,
     store: TempDir,
+    /// `user:password@` in URLs, when the server requires it.
+    credentials: Option<(String, String)>,
 }
 
 impl Nats {
     pub fn start() -> Self {
+        Self::launch(None)
+    }
+
+    /// A server that requires `user` and `password`; [`Nats::url`] carries them.
+    pub fn start_with_auth(user: &str, password: &str) -> Self {
+        Self::launch(Some((user.to_owned(), password.to_owned())))
+    }
+
+    fn launch(credentials: Option<(String, String)>) -> Self {
         let store = tempfile::tempdir().expect("tempdir");
         let mut nats = Self {
             child: None,
             port: 0,
             store,
+            credentials,
         };
         nats.spawn(free_port());
         nats
@@ -74,9 +88,19 @@ impl Nats {
 
     fn spawn(&mut self, port: u16) {
         let log = std::fs::File::create(self.store.path().join("nats.log")).expect("log file");
+        let auth: Vec<String> = match &self.credentials {
+            Some((user, password)) => vec![
+                "--user".into(),
+                user.clone(),
+                "--pass".into(),
+                password.clone(),
+            ],
+            None => Vec::new(),
+        };
         let child = Command::new(nats_server_bin())
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(self.store.path().join("js"))
+            .args(auth)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -95,11 +119,19 @@ impl Nats {
     }
 
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        match &self.credentials {
+            Some((user, password)) => format!("nats://{user}:{password}@127.0.0.1:{}", self.port),
+            None => format!("nats://127.0.0.1:{}", self.port),
+        }
     }
 
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(self.url())
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some((user, password)) = &self.credentials {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        options
+            .connect(format!("nats://127.0.0.1:{}", self.port))
             .await
             .expect("connect to nats")
     }
@@ -154,6 +186,7 @@ pub struct Pipeline {
     log: PathBuf,
     extra_args: Vec<String>,
     allow_private_networks: bool,
+    rust_log: String,
 }
 
 impl Pipeline {
@@ -172,11 +205,38 @@ impl Pipeline {
         Self::launch(nats, files, extra_args, false).await
     }
 
+    /// Like [`Pipeline::start_guarded`], logging at `rust_log` (e.g. `debug`).
+    pub async fn start_logged(
+        nats: &Nats,
+        files: &[(&str, String)],
+        extra_args: &[&str],
+        rust_log: &str,
+    ) -> Self {
+        Self::launch_with(nats, files, extra_args, false, rust_log).await
+    }
+
     async fn launch(
         nats: &Nats,
         files: &[(&str, String)],
         extra_args: &[&str],
         allow_private_networks: bool,
+    ) -> Self {
+        Self::launch_with(
+            nats,
+            files,
+            extra_args,
+            allow_private_networks,
+            "info,async_nats=warn",
+        )
+        .await
+    }
+
+    async fn launch_with(
+        nats: &Nats,
+        files: &[(&str, String)],
+        extra_args: &[&str],
+        allow_private_networks: bool,
+        rust_log: &str,
     ) -> Self {
         let manifests = tempfile::tempdir().expect("tempdir");
         for (name, text) in files {
@@ -191,6 +251,7 @@ impl Pipeline {
             log,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             allow_private_networks,
+            rust_log: rust_log.to_owned(),
         };
         pipeline.spawn().await;
         pipeline
@@ -218,8 +279,8 @@ impl Pipeline {
                     .then_some("--allow-private-networks"),
             )
             .args(&self.extra_args)
-            .env("RUST_LOG", "info,async_nats=warn")
-            .stdout(Stdio::null())
+            .env("RUST_LOG", &self.rust_log)
+            .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
             .expect("start webhook-operator");

@@ -64,34 +64,94 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 
 {{/*
-NATS connection flags shared by the controller and the routers (files mounted by
-"webhook-operator.natsVolumeMounts").
+The NATS authentication Secrets of a role, as YAML (read with fromYaml): router.nats for the
+routers when any is set, otherwise nats; at most one of credentialsSecret, nkeySecret,
+userSecret and tokenSecret (the binary refuses two methods at once). Call with (list . "router").
+*/}}
+{{- define "webhook-operator.natsAuth" -}}
+{{- $root := index . 0 }}
+{{- $auth := pick $root.Values.nats "credentialsSecret" "nkeySecret" "userSecret" "tokenSecret" }}
+{{- if eq (index . 1) "router" }}
+{{- $r := $root.Values.router.nats }}
+{{- if or $r.credentialsSecret $r.nkeySecret $r.userSecret $r.tokenSecret }}
+{{- $auth = $r }}
+{{- end }}
+{{- end }}
+{{- if gt (len (compact (list $auth.credentialsSecret $auth.nkeySecret $auth.userSecret $auth.tokenSecret))) 1 }}
+{{- fail "set at most one of credentialsSecret, nkeySecret, userSecret and tokenSecret (nats, router.nats, delivery.nats)" }}
+{{- end }}
+{{- toYaml $auth }}
+{{- end }}
+
+{{/*
+NATS connection flags of the controller and the routers (files mounted by
+"webhook-operator.natsVolumeMounts"). Call with (list . "controller").
 */}}
 {{- define "webhook-operator.natsArgs" -}}
-- --nats-url={{ .Values.nats.url }}
-{{- if .Values.nats.credentialsSecret }}
+{{- $root := index . 0 }}
+{{- $n := $root.Values.nats }}
+{{- $auth := include "webhook-operator.natsAuth" . | fromYaml }}
+- --nats-url={{ $n.url }}
+{{- if $auth.credentialsSecret }}
 - --nats-creds=/etc/webhook-operator/nats-creds/creds
 {{- end }}
-{{- if .Values.nats.tls.enabled }}
-- --nats-tls-ca=/etc/webhook-operator/nats-tls-ca/{{ .Values.nats.tls.caKey }}
-{{- if .Values.nats.tls.clientSecret }}
+{{- if $auth.nkeySecret }}
+- --nats-nkey=/etc/webhook-operator/nats-nkey/nkey
+{{- end }}
+{{- if $n.roleInboxes }}
+- --nats-inbox-prefix=_INBOX_{{ index . 1 }}
+{{- end }}
+{{- if $n.tls.enabled }}
+- --nats-tls-ca=/etc/webhook-operator/nats-tls-ca/{{ $n.tls.caKey }}
+{{- if $n.tls.clientSecret }}
 - --nats-tls-cert=/etc/webhook-operator/nats-tls-client/tls.crt
 - --nats-tls-key=/etc/webhook-operator/nats-tls-client/tls.key
 {{- end }}
 {{- end }}
 {{- end }}
 
+{{/* NATS passwords and tokens: environment from Secret keys, never literal values. */}}
+{{- define "webhook-operator.natsEnv" -}}
+{{- $auth := include "webhook-operator.natsAuth" . | fromYaml }}
+{{- with $auth.userSecret }}
+- name: NATS_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: username
+- name: NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: password
+{{- end }}
+{{- with $auth.tokenSecret }}
+- name: NATS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: token
+{{- end }}
+{{- end }}
+
 {{- define "webhook-operator.natsVolumeMounts" -}}
-{{- if .Values.nats.credentialsSecret }}
+{{- $n := (index . 0).Values.nats }}
+{{- $auth := include "webhook-operator.natsAuth" . | fromYaml }}
+{{- if $auth.credentialsSecret }}
 - name: nats-creds
   mountPath: /etc/webhook-operator/nats-creds
   readOnly: true
 {{- end }}
-{{- if .Values.nats.tls.enabled }}
+{{- if $auth.nkeySecret }}
+- name: nats-nkey
+  mountPath: /etc/webhook-operator/nats-nkey
+  readOnly: true
+{{- end }}
+{{- if $n.tls.enabled }}
 - name: nats-tls-ca
   mountPath: /etc/webhook-operator/nats-tls-ca
   readOnly: true
-{{- if .Values.nats.tls.clientSecret }}
+{{- if $n.tls.clientSecret }}
 - name: nats-tls-client
   mountPath: /etc/webhook-operator/nats-tls-client
   readOnly: true
@@ -100,30 +160,78 @@ NATS connection flags shared by the controller and the routers (files mounted by
 {{- end }}
 
 {{- define "webhook-operator.natsVolumes" -}}
-{{- if .Values.nats.credentialsSecret }}
+{{- $n := (index . 0).Values.nats }}
+{{- $auth := include "webhook-operator.natsAuth" . | fromYaml }}
+{{- with $auth.credentialsSecret }}
 - name: nats-creds
   secret:
-    secretName: {{ .Values.nats.credentialsSecret }}
+    secretName: {{ . }}
     items:
       - key: creds
         path: creds
 {{- end }}
-{{- if .Values.nats.tls.enabled }}
+{{- with $auth.nkeySecret }}
+- name: nats-nkey
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: nkey
+        path: nkey
+{{- end }}
+{{- if $n.tls.enabled }}
 - name: nats-tls-ca
   secret:
-    secretName: {{ required "nats.tls.caSecret is required when nats.tls.enabled is true" .Values.nats.tls.caSecret }}
+    secretName: {{ required "nats.tls.caSecret is required when nats.tls.enabled is true" $n.tls.caSecret }}
     items:
-      - key: {{ .Values.nats.tls.caKey }}
-        path: {{ .Values.nats.tls.caKey }}
-{{- if .Values.nats.tls.clientSecret }}
+      - key: {{ $n.tls.caKey }}
+        path: {{ $n.tls.caKey }}
+{{- if $n.tls.clientSecret }}
 - name: nats-tls-client
   secret:
-    secretName: {{ .Values.nats.tls.clientSecret }}
+    secretName: {{ $n.tls.clientSecret }}
     items:
       - key: tls.crt
         path: tls.crt
       - key: tls.key
         path: tls.key
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The controller's flags for the NATS identity and TLS of the delivery pods it creates: the
+delivery.nats.* Secrets (per tenant with {tenant}) or else the nats.* ones, and nats.tls.
+*/}}
+{{- define "webhook-operator.deliverNatsArgs" -}}
+{{- $n := .Values.nats }}
+{{- $d := .Values.delivery.nats }}
+{{- $auth := $n }}
+{{- if or $d.credentialsSecret $d.nkeySecret $d.userSecret $d.tokenSecret }}
+{{- $auth = $d }}
+{{- end }}
+{{- if gt (len (compact (list $auth.credentialsSecret $auth.nkeySecret $auth.userSecret $auth.tokenSecret))) 1 }}
+{{- fail "set at most one of credentialsSecret, nkeySecret, userSecret and tokenSecret (nats, router.nats, delivery.nats)" }}
+{{- end }}
+{{- with $auth.credentialsSecret }}
+- --deliver-nats-creds-secret={{ . }}
+{{- end }}
+{{- with $auth.nkeySecret }}
+- --deliver-nats-nkey-secret={{ . }}
+{{- end }}
+{{- with $auth.userSecret }}
+- --deliver-nats-user-secret={{ . }}
+{{- end }}
+{{- with $auth.tokenSecret }}
+- --deliver-nats-token-secret={{ . }}
+{{- end }}
+{{- if $n.roleInboxes }}
+- --deliver-nats-inbox-prefix=_INBOX_deliver_{tenant}
+{{- end }}
+{{- if $n.tls.enabled }}
+- --deliver-nats-tls-ca-secret={{ $n.tls.caSecret }}
+- --deliver-nats-tls-ca-key={{ $n.tls.caKey }}
+{{- with $n.tls.clientSecret }}
+- --deliver-nats-tls-client-secret={{ . }}
 {{- end }}
 {{- end }}
 {{- end }}

@@ -17,7 +17,13 @@
 //!   The `url` crate has already normalised odd IPv4 spellings (`http://2130706433/`,
 //!   `http://0x7f.1/`, `http://0177.0.0.1/` are all `127.0.0.1`), so what is checked is exactly
 //!   what is dialled.
-//! - Proxies are disabled: through a proxy the checked address would be the proxy's.
+//! - With an egress proxy (`--egress-proxy`), the proxy connects to the target, so the
+//!   resolver only ever sees the proxy's own name, which is allowed (the operator chose it).
+//!   The target is then checked before the request is handed to the proxy: an IP literal as
+//!   above, a name by resolving it here and requiring *every* address in the answer to be
+//!   allowed (the proxy may pick any of them). The proxy resolves the name again, so a DNS
+//!   answer that changes in between (rebinding) is not caught here: pair the proxy with
+//!   an egress policy of its own. Without `--egress-proxy`, `HTTP(S)_PROXY` are ignored.
 //! - `localhost` and `*.localhost` answer `127.0.0.1` and `::1` without asking DNS
 //!   (RFC 6761), so they are refused the same way on every machine.
 //!
@@ -41,6 +47,8 @@ use std::{
 use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::{Host, Url};
+
+use super::egress_proxy::EgressProxy;
 
 /// How a refusal tells the operator to lift it.
 const HOW_TO_ALLOW: &str = "blocked; allow with --allow-private-networks or --allow-cidr";
@@ -273,12 +281,14 @@ impl fmt::Display for BlockedAddress {
 }
 
 /// A delivery target refused by the guard: an IP literal, or a name all of whose addresses are
-/// blocked. Travels inside reqwest's error when the resolver refuses; find it with
-/// [`blocked_cause`].
+/// blocked (or, through a proxy, any of them). Travels inside reqwest's error when the
+/// resolver refuses; find it with [`blocked_cause`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct BlockedTarget {
     host: Option<String>,
     blocked: Vec<BlockedAddress>,
+    /// Some of the name's addresses were allowed (refused as a whole only through a proxy).
+    partial: bool,
 }
 
 impl BlockedTarget {
@@ -296,8 +306,13 @@ impl fmt::Display for BlockedTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         /// DNS answers can be long; the first few say enough.
         const LISTED: usize = 4;
-        if let Some(host) = &self.host {
-            write!(f, "{host} resolves only to blocked addresses: ")?;
+        match (&self.host, self.partial) {
+            (Some(host), false) => write!(f, "{host} resolves only to blocked addresses: ")?,
+            (Some(host), true) => write!(
+                f,
+                "{host} resolves to blocked addresses, refused as a whole through the egress proxy: "
+            )?,
+            (None, _) => {}
         }
         for (i, address) in self.blocked.iter().take(LISTED).enumerate() {
             if i > 0 {
@@ -387,6 +402,7 @@ impl AddressGuard {
         self.check(ip).map_err(|blocked| BlockedTarget {
             host: None,
             blocked: vec![blocked],
+            partial: false,
         })
     }
 
@@ -397,23 +413,32 @@ impl AddressGuard {
         host: &str,
         lookup: &dyn Lookup,
     ) -> Result<Vec<IpAddr>, ResolveError> {
-        let answer = if let Ok(ip) = host.parse::<IpAddr>() {
-            vec![ip]
-        } else if is_localhost(host) {
-            vec![
-                IpAddr::V4(Ipv4Addr::LOCALHOST),
-                IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ]
-        } else {
-            lookup
-                .lookup(host.to_owned())
-                .await
-                .map_err(|source| ResolveError::Lookup {
-                    host: host.to_owned(),
-                    source,
-                })?
-        };
+        let answer = answer(host, lookup).await?;
         self.filter(host, answer)
+    }
+
+    /// Resolves `host` with `lookup` and requires every address of the answer to be allowed:
+    /// the check of a target reached through a proxy, which may connect to any of them.
+    pub async fn resolve_every(
+        &self,
+        host: &str,
+        lookup: &dyn Lookup,
+    ) -> Result<Vec<IpAddr>, ResolveError> {
+        let answer = answer(host, lookup).await?;
+        let allowed = self.filter(host, answer.clone())?;
+        if allowed.len() == answer.len() {
+            return Ok(allowed);
+        }
+        let blocked = answer
+            .into_iter()
+            .filter_map(|ip| self.check(ip).err())
+            .collect();
+        Err(BlockedTarget {
+            host: Some(host.to_owned()),
+            blocked,
+            partial: true,
+        }
+        .into())
     }
 
     fn filter(&self, host: &str, answer: Vec<IpAddr>) -> Result<Vec<IpAddr>, ResolveError> {
@@ -436,6 +461,7 @@ impl AddressGuard {
         let refused = BlockedTarget {
             host: Some(host.to_owned()),
             blocked,
+            partial: false,
         };
         if allowed.is_empty() {
             return Err(refused.into());
@@ -459,6 +485,27 @@ impl fmt::Display for AddressGuard {
         }
         Ok(())
     }
+}
+
+/// The addresses `host` stands for: itself if it is an address, loopback for `localhost`,
+/// otherwise what `lookup` answers.
+async fn answer(host: &str, lookup: &dyn Lookup) -> Result<Vec<IpAddr>, ResolveError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    if is_localhost(host) {
+        return Ok(vec![
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ]);
+    }
+    lookup
+        .lookup(host.to_owned())
+        .await
+        .map_err(|source| ResolveError::Lookup {
+            host: host.to_owned(),
+            source,
+        })
 }
 
 /// `localhost` and names under it: loopback by definition (RFC 6761), whatever DNS says.
@@ -490,18 +537,29 @@ impl Lookup for SystemLookup {
     }
 }
 
-/// reqwest's resolver: resolves, then hands over only the addresses the guard allows.
+/// reqwest's resolver: resolves, then hands over only the addresses the guard allows. The
+/// egress proxy's own name is the exception: the operator chose it, and only it is dialled.
 struct GuardedResolver {
     guard: Arc<AddressGuard>,
     lookup: Arc<dyn Lookup>,
+    proxy_host: Option<String>,
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let guard = self.guard.clone();
         let lookup = self.lookup.clone();
+        let is_proxy = self
+            .proxy_host
+            .as_deref()
+            .is_some_and(|proxy| proxy.eq_ignore_ascii_case(name.as_str()));
         Box::pin(async move {
-            match guard.resolve(name.as_str(), lookup.as_ref()).await {
+            let resolved = if is_proxy {
+                answer(name.as_str(), lookup.as_ref()).await
+            } else {
+                guard.resolve(name.as_str(), lookup.as_ref()).await
+            };
+            match resolved {
                 // The port is filled in by the connector from the URL.
                 Ok(ips) => Ok(Box::new(ips.into_iter().map(|ip| SocketAddr::new(ip, 0))) as Addrs),
                 // Unwrapped, so that `blocked_cause` finds it in reqwest's error chain.
@@ -513,44 +571,69 @@ impl Resolve for GuardedResolver {
 }
 
 /// The outbound HTTP client with the guard built into it. Clones share the connection pool.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GuardedClient {
     http: reqwest::Client,
     guard: Arc<AddressGuard>,
+    /// Set when requests go through the egress proxy: targets are resolved and checked here,
+    /// before the proxy is asked to connect to them.
+    proxied: Option<Arc<dyn Lookup>>,
+}
+
+impl fmt::Debug for GuardedClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuardedClient")
+            .field("guard", &self.guard)
+            .field("proxied", &self.proxied.is_some())
+            .finish()
+    }
 }
 
 impl GuardedClient {
-    /// Finishes `builder` with the guard's resolver and without proxies.
+    /// Finishes `builder` with the guard's resolver, and with `proxy` as the only proxy (no
+    /// proxy from the environment).
     pub fn build(
         builder: reqwest::ClientBuilder,
         guard: AddressGuard,
         lookup: Arc<dyn Lookup>,
+        proxy: Option<&EgressProxy>,
     ) -> Result<Self, reqwest::Error> {
         let guard = Arc::new(guard);
+        let builder = match proxy {
+            Some(proxy) => builder.proxy(reqwest::Proxy::all(proxy.url().as_str())?),
+            None => builder.no_proxy(),
+        };
         let http = builder
-            .no_proxy()
             .dns_resolver(GuardedResolver {
                 guard: guard.clone(),
-                lookup,
+                lookup: lookup.clone(),
+                proxy_host: proxy.and_then(EgressProxy::domain).map(str::to_owned),
             })
             .build()?;
-        Ok(Self { http, guard })
+        Ok(Self {
+            http,
+            guard,
+            proxied: proxy.map(|_| lookup),
+        })
     }
 
     pub fn guard(&self) -> &AddressGuard {
         &self.guard
     }
 
-    /// A POST to `url`, unless its host is a blocked IP literal. An unparseable URL is passed
-    /// on as it is, for reqwest to report as a request error.
-    pub fn post(&self, url: &str) -> Result<reqwest::RequestBuilder, BlockedTarget> {
-        match Url::parse(url) {
-            Ok(url) => {
-                self.guard.check_url(&url)?;
-                Ok(self.http.post(url))
-            }
-            Err(_) => Ok(self.http.post(url)),
+    /// A POST to `url`, unless its host is a blocked IP literal or, through the egress proxy,
+    /// a name with a blocked address (or one that does not resolve). Without a proxy, names
+    /// are checked while the connection is made. An unparseable URL is passed on as it is,
+    /// for reqwest to report as a request error.
+    pub async fn post(&self, url: &str) -> Result<reqwest::RequestBuilder, ResolveError> {
+        let Ok(url) = Url::parse(url) else {
+            return Ok(self.http.post(url));
+        };
+        self.guard.check_url(&url)?;
+        if let (Some(lookup), Some(Host::Domain(name))) = (&self.proxied, url.host()) {
+            self.guard.resolve_every(name, lookup.as_ref()).await?;
         }
+        Ok(self.http.post(url))
     }
 }
 
@@ -1057,9 +1140,25 @@ mod tests {
     }
 
     fn client(guard: AddressGuard) -> GuardedClient {
+        proxied_client(guard, None)
+    }
+
+    fn proxied_client(guard: AddressGuard, proxy: Option<&str>) -> GuardedClient {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let lookup = FakeLookup(HashMap::from([("loopback.test", vec![ip("127.0.0.1")])]));
-        GuardedClient::build(reqwest::Client::builder(), guard, Arc::new(lookup)).expect("client")
+        let lookup = FakeLookup(HashMap::from([
+            ("loopback.test", vec![ip("127.0.0.1")]),
+            ("proxy.test", vec![ip("127.0.0.1")]),
+            ("public.test", vec![PUBLIC_V4]),
+            ("rebind.test", vec![PUBLIC_V4, ip("127.0.0.1")]),
+        ]));
+        let proxy = proxy.map(|p| EgressProxy::parse(p).expect("proxy URL"));
+        GuardedClient::build(
+            reqwest::Client::builder(),
+            guard,
+            Arc::new(lookup),
+            proxy.as_ref(),
+        )
+        .expect("client")
     }
 
     /// Through reqwest, on loopback only: the resolver's refusal surfaces in the error chain,
@@ -1071,8 +1170,12 @@ mod tests {
 
         let literal = guarded
             .post(&format!("http://127.0.0.1:{port}/"))
+            .await
             .expect_err("IP literal refused before sending");
-        assert_eq!(literal.host(), None);
+        assert!(
+            matches!(&literal, ResolveError::Blocked(b) if b.host().is_none()),
+            "{literal:?}"
+        );
 
         for url in [
             format!("http://loopback.test:{port}/"),
@@ -1080,6 +1183,7 @@ mod tests {
         ] {
             let error = guarded
                 .post(&url)
+                .await
                 .expect("names are checked while resolving")
                 .send()
                 .await
@@ -1099,7 +1203,7 @@ mod tests {
             format!("http://loopback.test:{port}/"),
             format!("http://localhost:{port}/"),
         ] {
-            let response = allowed.post(&url).expect("allowed").send().await;
+            let response = allowed.post(&url).await.expect("allowed").send().await;
             assert_eq!(
                 response.map(|r| r.status().as_u16()).ok(),
                 Some(204),
@@ -1114,11 +1218,67 @@ mod tests {
         let guarded = client(default_guard());
         let error = guarded
             .post("http://nowhere.test/")
+            .await
             .expect("a name")
             .send()
             .await
             .expect_err("unknown name");
         assert!(blocked_cause(&error).is_none(), "{error:?}");
         assert!(error.is_connect(), "{error:?}");
+    }
+
+    /// Through the egress proxy (here the counting server, on loopback, which the guard would
+    /// refuse as a target): the proxy's own address is allowed, targets are checked before
+    /// the proxy is asked, and a name with any blocked address is refused as a whole.
+    #[tokio::test]
+    async fn the_egress_proxy_is_allowed_and_targets_are_checked_before_it() {
+        let (port, connections) = counting_server().await;
+        for proxy in [
+            format!("http://proxy.test:{port}"),
+            format!("http://127.0.0.1:{port}"),
+        ] {
+            let guarded = proxied_client(default_guard(), Some(&proxy));
+            for target in [
+                "http://loopback.test/",
+                "http://localhost/",
+                "http://10.1.2.3/",
+                "http://rebind.test/",
+            ] {
+                let refused = guarded
+                    .post(target)
+                    .await
+                    .expect_err("blocked target refused before the proxy");
+                assert!(
+                    matches!(refused, ResolveError::Blocked(_)),
+                    "{target}: {refused:?}"
+                );
+            }
+            let partial = guarded.post("http://rebind.test/").await.err();
+            assert!(
+                partial
+                    .map(|e| e.to_string())
+                    .unwrap_or_default()
+                    .contains("refused as a whole through the egress proxy"),
+            );
+            let unknown = guarded.post("http://nowhere.test/").await.err();
+            assert!(
+                matches!(unknown, Some(ResolveError::Lookup { .. })),
+                "{unknown:?}"
+            );
+            assert_eq!(connections.load(Ordering::SeqCst), 0, "{proxy}");
+
+            let response = guarded
+                .post("http://public.test/hook")
+                .await
+                .expect("a public target is handed to the proxy")
+                .send()
+                .await;
+            assert_eq!(
+                response.map(|r| r.status().as_u16()).ok(),
+                Some(204),
+                "{proxy}"
+            );
+            assert_eq!(connections.swap(0, Ordering::SeqCst), 1, "{proxy}");
+        }
     }
 }

@@ -3,18 +3,21 @@
 use std::{error::Error as _, time::Duration};
 
 use jiff::Timestamp;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
+use reqwest::header::{
+    AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
+};
 use tokio::time::Instant;
 
 use super::{
-    address_guard::{GuardedClient, blocked_cause},
+    ResolvedEndpoint,
+    address_guard::{ResolveError, blocked_cause},
     backoff::parse_retry_after,
     outgoing::{self, Outgoing},
     signature,
 };
 use crate::{
     dataplane::{attempt_log::AttemptResult, job::Job},
-    model::{EndpointConfig, signing_keys::SigningKeys},
+    model::EndpointConfig,
 };
 
 /// Bytes of the response body kept for the attempt log.
@@ -49,11 +52,11 @@ impl AttemptReport {
     }
 }
 
-/// Sends `job` to `endpoint`, signed with `keys`.
+/// Sends `job` to `endpoint`, signed with its keys, authenticated and over the client that
+/// trusts its CA.
 pub async fn send(
-    client: &GuardedClient,
     endpoint: &EndpointConfig,
-    keys: &SigningKeys,
+    resolved: &ResolvedEndpoint,
     job: &Job,
 ) -> AttemptReport {
     let started = Instant::now();
@@ -62,14 +65,20 @@ pub async fn send(
         Ok(outgoing) => outgoing,
         Err(message) => return failure(AttemptResult::Error, "InvalidRequest", message, started),
     };
-    let headers = match request_headers(endpoint, keys, job, &outgoing, timestamp) {
+    let headers = match request_headers(endpoint, resolved, job, &outgoing, timestamp) {
         Ok(headers) => headers,
         Err(message) => return failure(AttemptResult::Error, "InvalidRequest", message, started),
     };
-    // IP-literal targets are refused here; names are refused while they are resolved.
-    let request = match client.post(&endpoint.url) {
-        Ok(request) => request,
-        Err(blocked) => {
+    // IP-literal targets (and, through the egress proxy, names) are refused here; without a
+    // proxy, names are refused while they are resolved.
+    let prepared = tokio::time::timeout(endpoint.timeout, resolved.client.post(&endpoint.url));
+    let request = match prepared.await {
+        Err(_) => {
+            let message = "resolving the target before the egress proxy timed out".to_owned();
+            return failure(AttemptResult::Timeout, "Timeout", message, started);
+        }
+        Ok(Ok(request)) => request,
+        Ok(Err(ResolveError::Blocked(blocked))) => {
             return failure(
                 AttemptResult::Blocked,
                 BLOCKED_REASON,
@@ -77,10 +86,19 @@ pub async fn send(
                 started,
             );
         }
+        Ok(Err(error)) => {
+            return failure(
+                AttemptResult::ConnectError,
+                "ConnectError",
+                error.to_string(),
+                started,
+            );
+        }
     };
     let response = request
         .headers(headers)
-        .timeout(endpoint.timeout)
+        // The whole attempt, checks included, stays within the timeout (and the ack deadline).
+        .timeout(endpoint.timeout.saturating_sub(started.elapsed()))
         .body(outgoing.body)
         .send()
         .await;
@@ -127,7 +145,7 @@ pub async fn send(
 
 fn request_headers(
     endpoint: &EndpointConfig,
-    keys: &SigningKeys,
+    resolved: &ResolvedEndpoint,
     job: &Job,
     outgoing: &Outgoing,
     timestamp: i64,
@@ -140,6 +158,13 @@ fn request_headers(
         let value =
             HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name}"))?;
         headers.insert(name, value);
+    }
+    if let Some(authorization) = &resolved.authorization {
+        let mut value = HeaderValue::from_str(authorization.as_str())
+            .map_err(|_| "spec.auth: unusable credentials".to_owned())?;
+        // Kept out of debug output by the HTTP stack (and by hpack indexing in HTTP/2).
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
     }
     let value =
         |v: &str| HeaderValue::from_str(v).map_err(|_| format!("invalid header value {v:?}"));
@@ -155,7 +180,7 @@ fn request_headers(
     headers.insert(
         "webhook-signature",
         value(&signature::sign(
-            keys,
+            &resolved.keys,
             &job.event_id,
             timestamp,
             &outgoing.body,
@@ -216,11 +241,24 @@ fn failure(
     }
 }
 
+/// A TLS failure anywhere in the chain. `io::Error` hides the error it wraps from `source()`,
+/// and handshake failures arrive as a rustls error inside (nested) `io::Error`s, so those are
+/// opened too.
 fn is_tls_error(error: &reqwest::Error) -> bool {
     let mut source = error.source();
     while let Some(err) = source {
-        if err.is::<rustls::Error>() {
-            return true;
+        let mut layer: &(dyn std::error::Error + 'static) = err;
+        loop {
+            if layer.is::<rustls::Error>() {
+                return true;
+            }
+            match layer
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                Some(inner) => layer = inner,
+                None => break,
+            }
         }
         source = err.source();
     }

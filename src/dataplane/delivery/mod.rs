@@ -1,10 +1,12 @@
-//! Delivery: one worker per endpoint, started, reconfigured and stopped as routes, Secrets
-//! and the auto-disabled set change.
+//! Delivery: one worker per endpoint, started, reconfigured and stopped as routes, Secrets,
+//! ConfigMaps and the auto-disabled set change.
 
 pub mod address_guard;
 pub mod attempt;
 pub mod backoff;
 pub mod breaker;
+pub mod clients;
+pub mod egress_proxy;
 pub mod outgoing;
 pub mod signature;
 mod worker;
@@ -12,7 +14,8 @@ mod worker;
 pub use breaker::BreakerSettings;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    fmt,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -24,48 +27,70 @@ use async_nats::jetstream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use self::address_guard::{AddressGuard, GuardedClient, SystemLookup};
+use self::{address_guard::GuardedClient, clients::Clients};
 use super::{
     route_store::{self, RoutesRx},
     stats::DisabledRx,
 };
 use crate::{
     metrics::Metrics,
-    model::{CompiledRoutes, EndpointConfig, EndpointKey, signing_keys::SigningKeys},
-    resources::compile::SecretData,
+    model::{
+        CompiledRoutes, EndpointConfig, EndpointKey, NamespaceData, credentials::Authorization,
+        signing_keys::SigningKeys,
+    },
 };
 
-/// Secret data of every served tenant, by namespace.
-pub type Secrets = BTreeMap<String, SecretData>;
-pub type SecretsRx = watch::Receiver<Arc<Secrets>>;
+/// Secrets and ConfigMaps of every served tenant, by namespace.
+pub type TenantData = BTreeMap<String, NamespaceData>;
+pub type TenantDataRx = watch::Receiver<Arc<TenantData>>;
 
 /// Shared by every worker of a process.
 pub struct DeliveryContext {
     pub js: jetstream::Context,
-    /// One pooled client: keep-alive connections are reused per host across endpoints.
-    pub client: GuardedClient,
+    /// Pooled clients: keep-alive connections are reused per host across endpoints.
+    pub clients: Clients,
+    /// Refuse `http://` endpoint URLs (`--require-https`).
+    pub require_https: bool,
     pub metrics: Arc<Metrics>,
     pub breaker: BreakerSettings,
 }
 
-/// Builds the outbound HTTP client: no redirects (a 3xx is a failure), pooled keep-alive, and
-/// every address it connects to checked by `guard` (see [`address_guard`]).
-pub fn http_client(guard: AddressGuard) -> Result<GuardedClient, reqwest::Error> {
-    let builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(10))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_keepalive(Duration::from_secs(30));
-    GuardedClient::build(builder, guard, Arc::new(SystemLookup))
-}
-
-/// What a worker needs: the endpoint's settings, its keys (or why there are none), and whether
-/// it is auto-disabled.
+/// What a worker needs: the endpoint's settings, what its references resolve to (or why they
+/// do not), and whether it is auto-disabled.
 #[derive(Debug, PartialEq)]
 pub struct EndpointState {
     pub config: EndpointConfig,
-    pub keys: Result<SigningKeys, String>,
+    pub resolved: Result<ResolvedEndpoint, String>,
     pub disabled: bool,
+}
+
+/// An endpoint's signing keys, `Authorization` value and the client that trusts its CA.
+/// `Debug` shows no key material.
+#[derive(Clone)]
+pub struct ResolvedEndpoint {
+    pub keys: SigningKeys,
+    pub authorization: Option<Authorization>,
+    pub client: GuardedClient,
+    /// Fingerprint of the CA bundle the client trusts, if not the system roots.
+    trust: Option<[u8; 32]>,
+}
+
+impl PartialEq for ResolvedEndpoint {
+    fn eq(&self, other: &Self) -> bool {
+        self.keys == other.keys
+            && self.authorization == other.authorization
+            && self.trust == other.trust
+    }
+}
+
+impl fmt::Debug for ResolvedEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolvedEndpoint")
+            .field("keys", &self.keys)
+            .field("authorization", &self.authorization)
+            .field("custom_ca", &self.trust.is_some())
+            .finish()
+    }
 }
 
 struct WorkerHandle {
@@ -79,7 +104,7 @@ struct WorkerHandle {
 pub async fn run(
     ctx: Arc<DeliveryContext>,
     mut routes: RoutesRx,
-    mut secrets: SecretsRx,
+    mut references: TenantDataRx,
     mut disabled: DisabledRx,
     cancel: CancellationToken,
 ) {
@@ -97,13 +122,13 @@ pub async fn run(
     let mut gauge_tenants = BTreeSet::new();
     loop {
         let snapshot = routes.borrow_and_update().clone().unwrap_or_default();
-        let current_secrets = secrets.borrow_and_update().clone();
+        let data = references.borrow_and_update().clone();
         let current_disabled = disabled.borrow_and_update().clone().unwrap_or_default();
         reconcile_workers(
             &ctx,
             &mut workers,
             &snapshot,
-            &current_secrets,
+            &data,
             &current_disabled,
             &cancel,
         );
@@ -114,7 +139,7 @@ pub async fn run(
                     return;
                 }
                 Ok(()) = routes.changed() => break,
-                Ok(()) = secrets.changed() => break,
+                Ok(()) = references.changed() => break,
                 Ok(()) = disabled.changed() => break,
                 _ = gauges.tick() => publish_pending(&ctx.metrics, &workers, &mut gauge_tenants),
             }
@@ -126,21 +151,27 @@ fn reconcile_workers(
     ctx: &Arc<DeliveryContext>,
     workers: &mut HashMap<EndpointKey, WorkerHandle>,
     routes: &CompiledRoutes,
-    secrets: &Secrets,
+    data: &TenantData,
     disabled: &BTreeSet<EndpointKey>,
     cancel: &CancellationToken,
 ) {
     let mut desired = HashMap::new();
+    let empty = NamespaceData::default();
     for (tenant, config) in routes.endpoints() {
-        let keys = resolve_keys(secrets, tenant, config);
+        let resolved = resolve(ctx, data.get(tenant).unwrap_or(&empty), config);
         let key = EndpointKey::new(tenant, &config.name);
         let state = EndpointState {
             config: config.clone(),
-            keys,
+            resolved,
             disabled: disabled.contains(&key),
         };
         desired.insert(key, state);
     }
+    let used: HashSet<[u8; 32]> = desired
+        .values()
+        .filter_map(|state| state.resolved.as_ref().ok()?.trust)
+        .collect();
+    ctx.clients.retain(&used);
     workers.retain(|key, worker| {
         let keep = desired.contains_key(key);
         if !keep {
@@ -187,24 +218,33 @@ fn reconcile_workers(
     }
 }
 
-fn resolve_keys(
-    secrets: &Secrets,
-    tenant: &str,
+/// Resolves what `config` references in its namespace. The error says which field and why,
+/// never a value.
+fn resolve(
+    ctx: &DeliveryContext,
+    data: &NamespaceData,
     config: &EndpointConfig,
-) -> Result<SigningKeys, String> {
-    let location = &config.secret;
-    let value = secrets
-        .get(tenant)
-        .and_then(|s| s.get(&location.name))
-        .and_then(|data| data.get(&location.key))
-        .ok_or_else(|| {
-            format!(
-                "Secret {:?} key {:?} not found",
-                location.name, location.key
-            )
-        })?;
-    SigningKeys::parse(value)
-        .map_err(|e| format!("Secret {:?} key {:?}: {e}", location.name, location.key))
+) -> Result<ResolvedEndpoint, String> {
+    if ctx.require_https && !config.url.starts_with("https://") {
+        return Err("spec.url: plain http is refused (--require-https)".into());
+    }
+    let keys = data
+        .signing_keys(&config.secret)
+        .map_err(|e| e.to_string())?;
+    let authorization = match &config.auth {
+        Some(auth) => Some(data.authorization(auth).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let ca = match &config.ca_bundle {
+        Some(reference) => Some(data.ca_bundle(reference).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    Ok(ResolvedEndpoint {
+        keys,
+        authorization,
+        client: ctx.clients.get(ca.as_ref())?,
+        trust: ca.map(|ca| ca.fingerprint()),
+    })
 }
 
 /// Sets `webhook_pending_deliveries` per served tenant, and drops tenants no longer served.

@@ -54,4 +54,38 @@ mod tests {
         assert_eq!(header.split(' ').count(), 2);
         assert!(header.split(' ').all(|s| s.starts_with("v1,")));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// One signature per key, each verified by the independent standardwebhooks crate, for
+        /// any id, body and number of keys. (That crate verifies UTF-8 payloads only; the
+        /// signature itself covers the raw bytes.)
+        #[test]
+        fn every_signature_verifies_independently(
+            id in "[a-zA-Z0-9_.:-]{1,40}",
+            body in "\\PC{0,200}",
+            count in 1usize..4,
+        ) {
+            let secrets: Vec<String> = (0..count).map(|_| SigningKeys::generate()).collect();
+            let keys = SigningKeys::parse(secrets.join(" ").as_bytes())
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            let timestamp = jiff::Timestamp::now().as_second();
+            let body = body.into_bytes();
+            let header = sign(&keys, &id, timestamp, &body);
+            proptest::prop_assert_eq!(header.split(' ').count(), count);
+            let mut headers = http::HeaderMap::new();
+            headers.insert("webhook-id", id.parse().map_err(|_| proptest::test_runner::TestCaseError::fail("id"))?);
+            headers.insert("webhook-timestamp", timestamp.into());
+            headers.insert("webhook-signature", header.parse().map_err(|_| proptest::test_runner::TestCaseError::fail("header"))?);
+            for secret in &secrets {
+                let webhook = standardwebhooks::Webhook::new(secret)
+                    .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+                proptest::prop_assert!(webhook.verify(&body, &headers).is_ok());
+            }
+            let stranger = standardwebhooks::Webhook::new(&SigningKeys::generate())
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            proptest::prop_assert!(stranger.verify(&body, &headers).is_err());
+        }
+    }
 }

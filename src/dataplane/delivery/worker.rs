@@ -161,9 +161,9 @@ async fn serve(
             );
             pending_checked = Some(Instant::now());
         }
-        if state.config.paused || state.disabled || state.keys.is_err() {
-            if let Err(problem) = &state.keys {
-                tracing::warn!(endpoint = %key, %problem, "not delivering: no usable signing key");
+        if state.config.paused || state.disabled || state.resolved.is_err() {
+            if let Err(problem) = &state.resolved {
+                tracing::warn!(endpoint = %key, %problem, "not delivering: a referenced Secret or ConfigMap is unusable");
             }
             let _ = tokio::time::timeout(Duration::from_secs(5), state_rx.changed()).await;
             continue;
@@ -334,7 +334,7 @@ async fn deliver(
             return;
         }
     };
-    let Ok(keys) = &state.keys else {
+    let Ok(resolved) = &state.resolved else {
         let _ = message
             .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
             .await;
@@ -357,7 +357,7 @@ async fn deliver(
             None,
         )
     } else {
-        let report = attempt::send(&ctx.client, config, keys, &job).await;
+        let report = attempt::send(config, resolved, &job).await;
         let finished = Timestamp::now();
         observe(&ctx.metrics, &key, &report, &job, finished);
         breaker.record(report.succeeded());
