@@ -58,7 +58,14 @@ async fn https_receivers_are_verified_against_the_endpoint_ca_bundle() {
         ca_config_map("other-ca", &other.ca_pem()),
     ]
     .concat();
-    let pipeline = Pipeline::start(&nats, &[("acme.yaml", manifests)]).await;
+    // The breaker stays out of it: the wrong-CA endpoint fails many times in a row, and the
+    // healing below must not wait for a probe interval.
+    let pipeline = Pipeline::start_with(
+        &nats,
+        &[("acme.yaml", manifests)],
+        &["--circuit-breaker-threshold", "0"],
+    )
+    .await;
 
     nats.publish("events.acme.order.paid", Some("tls-1"), b"{}")
         .await;

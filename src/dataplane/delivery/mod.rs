@@ -132,6 +132,8 @@ pub async fn run(
             &current_disabled,
             &cancel,
         );
+        // At once, so a tenant's gauge exists as soon as its workers do; then on every tick.
+        publish_pending(&ctx.metrics, &workers, &mut gauge_tenants);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => {
