@@ -5,7 +5,7 @@ IMAGE ?= ghcr.io/webhook-operator/webhook-operator:$(VERSION)
 KUBECTL ?= kubectl
 
 .DEFAULT_GOAL := help
-.PHONY: help tools build run test e2e bench crds fmt lint chart-test dashboard-test dashboard-screenshot image deploy undeploy
+.PHONY: help tools build run test e2e bench bench-routes chaos crds fmt lint chart-test dashboard-test dashboard-screenshot image deploy undeploy
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9-]*:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,9 +31,18 @@ test: tools ## fmt check, clippy, all tests (with a real nats-server), then the 
 e2e: tools ## End-to-end test on the cluster KUBECONFIG points to: E2E_INSTALL=helm|kustomize, or E2E_LOCAL_WORKLOADS=1 (e2e/README.md)
 	E2E_IMAGE="$${E2E_IMAGE:-$(IMAGE)}" PYTHONPATH=$(CURDIR)/.tools/python python3 e2e/run.py $(E2E_ARGS)
 
-bench: tools ## Benchmarks (pipeline against a real nats-server; controller at 1,000 objects); update BENCHMARKS.md
+bench: tools ## Benchmarks (pipeline against a real nats-server; controller at 1,000 objects; routes at 10,000 endpoints); update BENCHMARKS.md
 	NATS_SERVER_BIN=$(NATS_SERVER_BIN) cargo bench --bench pipeline
 	cargo bench --bench controller
+	cargo bench --bench routes
+
+bench-routes: ## Route compile time, memory and lookups/s at 10,000 endpoints and 20,000 subscriptions
+	cargo bench --bench routes
+
+WEBHOOK_OPERATOR_BIN ?= $(CURDIR)/target/debug/webhook-operator
+chaos: tools build ## Faults under load (kill -9, NATS restart, bad receivers); CHAOS_QUICK=1 ~1 min, CHAOS_CLUSTER=1 adds a 3-server NATS
+	PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=$(CURDIR)/.tools/python WEBHOOK_OPERATOR_BIN=$(WEBHOOK_OPERATOR_BIN) \
+		NATS_SERVER_BIN=$(NATS_SERVER_BIN) python3 scripts/chaos.py
 
 crds: ## Regenerate crds/ from the Rust types, and its copies in the chart and config/crd
 	cargo run -q -- crdgen > crds/webhook-operator.yaml.tmp && mv crds/webhook-operator.yaml.tmp crds/webhook-operator.yaml \
