@@ -258,13 +258,21 @@ async fn run() -> anyhow::Result<bool> {
         eprintln!("error: {problem}");
     }
     let ok = ok && broken.is_empty();
-    let markdown = results.markdown();
+    let mut markdown = results.markdown();
     println!("{markdown}");
     let path = if plan.partial() {
         Path::new(env!("CARGO_TARGET_TMPDIR")).join("BENCHMARKS.partial.md")
     } else {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md")
     };
+    // Other benchmarks (controller, routes, chaos) own marked sections of the file: keep them.
+    if let Ok(previous) = std::fs::read_to_string(&path) {
+        for section in marked_sections(&previous) {
+            markdown.push('\n');
+            markdown.push_str(section);
+            markdown.push('\n');
+        }
+    }
     std::fs::write(&path, markdown).with_context(|| format!("writing {}", path.display()))?;
     eprintln!(
         "wrote {} ({:.0} s in all)",
@@ -272,6 +280,26 @@ async fn run() -> anyhow::Result<bool> {
         started.elapsed().as_secs_f64()
     );
     Ok(ok)
+}
+
+/// The `<!-- NAME:start -->` ... `<!-- NAME:end -->` sections of a Markdown text, markers included.
+fn marked_sections(text: &str) -> Vec<&str> {
+    let mut sections = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("<!-- ") {
+        let tail = &rest[start..];
+        let Some(name_end) = tail.find(":start -->") else {
+            break;
+        };
+        let end_marker = format!("<!-- {}:end -->", &tail[5..name_end]);
+        let Some(end) = tail.find(&end_marker) else {
+            break;
+        };
+        let stop = end + end_marker.len();
+        sections.push(&tail[..stop]);
+        rest = &tail[stop..];
+    }
+    sections
 }
 
 fn report_error<T>(name: &str, result: anyhow::Result<T>) -> Result<T, String> {

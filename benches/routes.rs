@@ -22,12 +22,13 @@ use std::{
 use serde_json::json;
 use webhook_operator::{
     model::{
+        NamespaceData,
         routes::{CompiledRoutes, CompiledTenant},
         signing_keys::SigningKeys,
     },
     resources::{
         EventSubscription, EventSubscriptionSpec, WebhookEndpoint, WebhookEndpointSpec,
-        compile::{SecretData, compile_tenant},
+        compile::{Policy, SecretData, compile_tenant},
     },
 };
 
@@ -50,7 +51,7 @@ struct Tenant {
     name: String,
     endpoints: Vec<WebhookEndpoint>,
     subscriptions: Vec<EventSubscription>,
-    secrets: SecretData,
+    data: NamespaceData,
 }
 
 fn world() -> Vec<Tenant> {
@@ -104,7 +105,10 @@ fn world() -> Vec<Tenant> {
                 name,
                 endpoints,
                 subscriptions,
-                secrets,
+                data: NamespaceData {
+                    secrets,
+                    config_maps: Default::default(),
+                },
             }
         })
         .collect()
@@ -117,7 +121,8 @@ fn compile(tenant: &Tenant) -> Arc<CompiledTenant> {
         &tenant.endpoints,
         &tenant.subscriptions,
         &[],
-        &tenant.secrets,
+        &tenant.data,
+        Policy::default(),
     );
     assert_eq!(
         report.routes.endpoints.len(),

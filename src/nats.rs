@@ -228,7 +228,9 @@ pub async fn connect(options: &NatsOptions, name: &str) -> Result<async_nats::Cl
     let mut delay = Duration::from_millis(100);
     loop {
         let connect = options.connect_options(name).await?;
-        match connect.connect(url.as_str()).await {
+        // async-nats takes a list of servers, not one comma-separated string.
+        let servers: Vec<&str> = url.split(',').map(str::trim).collect();
+        match connect.connect(servers).await {
             Ok(client) => return Ok(client),
             Err(error) => {
                 tracing::warn!(%url, %error, retry_in = ?delay, "cannot reach NATS yet");
