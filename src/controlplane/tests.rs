@@ -512,21 +512,8 @@ async fn an_invalid_spec_is_reported_and_not_routed() {
 #[tokio::test]
 async fn steady_state_reconciles_write_nothing() {
     let mut f = Fixture::new();
-    let mut e = endpoint("orders", "https://orders.example", true);
-    let ready = Desired::new(
-        READY,
-        true,
-        "Active",
-        "Valid; events of subscribed types are delivered.",
-    );
-    e.status = Some(crate::resources::WebhookEndpointStatus {
-        observed_generation: Some(1),
-        conditions: vec![ready.to_condition(&[], Some(1), Timestamp::now())],
-        ..Default::default()
-    });
+    let e = ready_endpoint(&mut f);
     f.add_endpoint(&e);
-    f.add_secret("orders-signing");
-    f.add_current_workload();
     for _ in 0..3 {
         endpoint::reconcile(Arc::new(e.clone()), f.ctx.clone())
             .await
@@ -695,18 +682,7 @@ async fn the_enable_annotation_re_enables_once_per_value() {
     use crate::resources::webhook_endpoint::LastEnable;
 
     let mut f = Fixture::new();
-    let mut e = endpoint("orders", "https://orders.example", true);
-    let ready = Desired::new(
-        READY,
-        true,
-        "Active",
-        "Valid; events of subscribed types are delivered.",
-    );
-    e.status = Some(crate::resources::WebhookEndpointStatus {
-        observed_generation: Some(1),
-        conditions: vec![ready.to_condition(&[], Some(1), Timestamp::now())],
-        ..Default::default()
-    });
+    let mut e = ready_endpoint(&mut f);
     let plain = operator_annotations(&e);
     e.metadata.annotations = Some(
         [(
@@ -721,8 +697,6 @@ async fn the_enable_annotation_re_enables_once_per_value() {
         "setting the annotation passes the watch filter"
     );
     f.add_endpoint(&e);
-    f.add_secret("orders-signing");
-    f.add_current_workload();
 
     endpoint::reconcile(Arc::new(e.clone()), f.ctx.clone())
         .await

@@ -44,15 +44,8 @@ impl Default for EventLimits {
 /// Why an event can never be delivered, whichever endpoint it goes to: `(reason, message)`.
 /// Re-sent jobs (replay, redeliver) are held to the same rules.
 pub fn rejection(job: &Job, limits: &EventLimits) -> Option<(&'static str, String)> {
-    if job.payload.len() > limits.max_payload_bytes {
-        return Some((
-            "PayloadTooLarge",
-            format!(
-                "payload of {} bytes exceeds the limit of {} bytes",
-                job.payload.len(),
-                limits.max_payload_bytes
-            ),
-        ));
+    if let Some(problem) = too_large(job.payload.len(), limits) {
+        return Some(problem);
     }
     let is_json = job.content_type.split(';').next().is_some_and(|t| {
         let t = t.trim().to_ascii_lowercase();
@@ -68,6 +61,19 @@ pub fn rejection(job: &Job, limits: &EventLimits) -> Option<(&'static str, Strin
         ));
     }
     None
+}
+
+/// `PayloadTooLarge`, for an event as routed and for a job re-sent alike.
+fn too_large(size: usize, limits: &EventLimits) -> Option<(&'static str, String)> {
+    (size > limits.max_payload_bytes).then(|| {
+        (
+            "PayloadTooLarge",
+            format!(
+                "payload of {size} bytes exceeds the limit of {} bytes",
+                limits.max_payload_bytes
+            ),
+        )
+    })
 }
 
 /// Events routed concurrently; each holds its event until its jobs are stored.
@@ -430,15 +436,8 @@ impl Router {
         event: &Inbound<'_>,
         need_body: bool,
     ) -> Option<(&'static str, String)> {
-        let size = event.payload_len();
-        if size > self.limits.max_payload_bytes {
-            return Some((
-                "PayloadTooLarge",
-                format!(
-                    "payload of {size} bytes exceeds the limit of {} bytes",
-                    self.limits.max_payload_bytes
-                ),
-            ));
+        if let Some(problem) = too_large(event.payload_len(), &self.limits) {
+            return Some(problem);
         }
         if let Some(why) = &event.invalid_cloudevent {
             return Some(("InvalidCloudEvent", why.clone()));
