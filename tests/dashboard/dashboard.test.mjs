@@ -345,7 +345,9 @@ describe('dashboard', { timeout: 180_000 }, () => {
     await row('acme/orders').locator('td.url').click();
     await eventually(async () => assert.equal(new URL(ctx.page.url()).hash, '#acme/orders'),
       'selection in the address');
-    assert.equal(await text(ctx.page.locator('#detail-title')), 'acme/orders');
+    // The address changes on the click; the panel renders once its data arrives.
+    await eventually(async () => assert.equal(await text(ctx.page.locator('#detail-title')), 'acme/orders'),
+      'detail panel title');
     const attempts = ctx.page.locator('#attempts tr.attempt');
     await eventually(async () => assert.equal(await attempts.count(), 6,
       `page says: ${await text(ctx.page.locator('#attempts-note'))}`), 'six attempts');
