@@ -119,27 +119,6 @@ impl RouteSink for NullSink {
     }
 }
 
-fn settings() -> WorkloadSettings {
-    WorkloadSettings {
-        deliver_image: "example/webhook-operator:bench".into(),
-        deliver_replicas: 1,
-        deliver_cpu_request: "50m".into(),
-        deliver_memory_request: "64Mi".into(),
-        deliver_cpu_limit: "1".into(),
-        deliver_memory_limit: "256Mi".into(),
-        deliver_nats_creds_secret: None,
-        deliver_nats: Default::default(),
-        deliver_nats_url: "nats://nats:4222".into(),
-        deliver_allow_private_networks: false,
-        deliver_allow_cidrs: Vec::new(),
-        deliver_log_format: "json".into(),
-        deliver_circuit_breaker_threshold: 10,
-        deliver_circuit_probe_interval: "30s".into(),
-        deliver_egress_proxy: None,
-        require_https: false,
-    }
-}
-
 fn endpoint(namespace: &str, name: &str, finalized: bool, ready: bool) -> WebhookEndpoint {
     let spec: WebhookEndpointSpec =
         serde_json::from_value(json!({"url": format!("https://{name}.example/hook")}))
@@ -249,8 +228,12 @@ fn world() -> World {
         secrets.apply_watcher_event(&watcher::Event::Apply(secret));
     }
     for n in 0..NAMESPACES {
-        let deployment =
-            workloads::build(&format!("tenant-{n}"), "webhook-system", &settings()).deployment;
+        let deployment = workloads::build(
+            &format!("tenant-{n}"),
+            "webhook-system",
+            &WorkloadSettings::default(),
+        )
+        .deployment;
         deployments.apply_watcher_event(&watcher::Event::Apply(deployment));
     }
     let stores = Stores {
@@ -274,7 +257,7 @@ fn world() -> World {
         stores,
         Arc::new(NullSink),
         "webhook-system".into(),
-        settings(),
+        WorkloadSettings::default(),
     ));
     World {
         ctx,

@@ -203,30 +203,9 @@ struct Fixture {
     deployments: Writer<Deployment>,
 }
 
-fn settings() -> WorkloadSettings {
-    WorkloadSettings {
-        deliver_image: "example/webhook-operator:test".into(),
-        deliver_replicas: 1,
-        deliver_cpu_request: "50m".into(),
-        deliver_memory_request: "64Mi".into(),
-        deliver_cpu_limit: "1".into(),
-        deliver_memory_limit: "256Mi".into(),
-        deliver_nats_creds_secret: None,
-        deliver_nats: Default::default(),
-        deliver_nats_url: "nats://nats:4222".into(),
-        deliver_allow_private_networks: false,
-        deliver_allow_cidrs: Vec::new(),
-        deliver_log_format: "json".into(),
-        deliver_circuit_breaker_threshold: 10,
-        deliver_circuit_probe_interval: "30s".into(),
-        deliver_egress_proxy: None,
-        require_https: false,
-    }
-}
-
 impl Fixture {
     fn new() -> Self {
-        Self::with_settings(settings())
+        Self::with_settings(WorkloadSettings::default())
     }
 
     fn with_settings(settings: WorkloadSettings) -> Self {
@@ -352,7 +331,8 @@ impl Fixture {
     }
 
     fn add_current_workload(&mut self) {
-        let deployment = workloads::build("acme", "webhook-system", &settings()).deployment;
+        let deployment =
+            workloads::build("acme", "webhook-system", &WorkloadSettings::default()).deployment;
         self.deployments
             .apply_watcher_event(&watcher::Event::Apply(deployment));
     }
@@ -1221,7 +1201,7 @@ async fn auth_and_ca_references_are_validated_into_ready_with_the_field_named() 
 async fn require_https_refuses_http_endpoints_and_reaches_the_delivery_pods() {
     let mut f = Fixture::with_settings(WorkloadSettings {
         require_https: true,
-        ..settings()
+        ..Default::default()
     });
     let plain = endpoint("plain", "http://orders.example/hook", true);
     let secure = endpoint("secure", "https://orders.example/hook", true);

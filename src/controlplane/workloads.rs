@@ -99,6 +99,31 @@ pub struct WorkloadSettings {
     pub require_https: bool,
 }
 
+/// The settings of a controller given none of these flags (nor their environment variables);
+/// tests and benches start from them and change what they look at.
+impl Default for WorkloadSettings {
+    fn default() -> Self {
+        Self {
+            deliver_image: "ghcr.io/webhook-operator/webhook-operator:latest".into(),
+            deliver_replicas: 1,
+            deliver_cpu_request: "50m".into(),
+            deliver_memory_request: "64Mi".into(),
+            deliver_cpu_limit: "1".into(),
+            deliver_memory_limit: "256Mi".into(),
+            deliver_nats_creds_secret: None,
+            deliver_nats: DeliverNatsSecrets::default(),
+            deliver_nats_url: "nats://nats:4222".into(),
+            deliver_allow_private_networks: false,
+            deliver_allow_cidrs: Vec::new(),
+            deliver_log_format: "json".into(),
+            deliver_circuit_breaker_threshold: 10,
+            deliver_circuit_probe_interval: "30s".into(),
+            deliver_egress_proxy: None,
+            require_https: false,
+        }
+    }
+}
+
 fn go_duration_text(text: &str) -> Result<String, String> {
     crate::pipeline::parse_duration(text).map(|_| text.to_owned())
 }
@@ -550,21 +575,22 @@ mod tests {
         WorkloadSettings {
             deliver_image: "example/webhook-operator:1".into(),
             deliver_replicas: 2,
-            deliver_cpu_request: "50m".into(),
-            deliver_memory_request: "64Mi".into(),
-            deliver_cpu_limit: "1".into(),
-            deliver_memory_limit: "256Mi".into(),
             deliver_nats_creds_secret: Some("nats-creds".into()),
-            deliver_nats: DeliverNatsSecrets::default(),
-            deliver_nats_url: "nats://nats:4222".into(),
-            deliver_allow_private_networks: false,
-            deliver_allow_cidrs: Vec::new(),
-            deliver_log_format: "json".into(),
-            deliver_circuit_breaker_threshold: 10,
-            deliver_circuit_probe_interval: "30s".into(),
-            deliver_egress_proxy: None,
-            require_https: false,
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn default_settings_are_the_command_line_defaults() {
+        use clap::{Args, FromArgMatches};
+        // Without the environment variables, which could set any of them.
+        let command = WorkloadSettings::augment_args(clap::Command::new("controller"))
+            .mut_args(|arg| arg.env(None::<&'static str>));
+        let matches = command
+            .try_get_matches_from(["controller"])
+            .expect("no flags");
+        let parsed = WorkloadSettings::from_arg_matches(&matches).expect("settings");
+        assert_eq!(parsed, WorkloadSettings::default());
     }
 
     #[test]
