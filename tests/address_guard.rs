@@ -12,12 +12,10 @@ use common::*;
 
 /// Delivers with fast retries, so a wrongly retried refusal would show up within the test.
 fn endpoints(cases: &[(&str, String)]) -> String {
-    let mut manifests = String::new();
-    for (name, url) in cases {
-        manifests += &endpoint("acme", name, url, FAST_RETRY);
-        manifests += &subscription("acme", name, name, &[">"]);
-    }
-    manifests
+    cases
+        .iter()
+        .map(|(name, url)| subscribed_endpoint(name, url, ""))
+        .collect()
 }
 
 #[tokio::test]

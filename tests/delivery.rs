@@ -154,13 +154,7 @@ async fn tenants_are_isolated() {
     pipeline
         .wait_for_counter("globex", "hooks", "delivered", 1)
         .await;
-    let ids = |path| -> Vec<String> {
-        receiver
-            .received(path)
-            .iter()
-            .map(|r| header(r, "webhook-id").to_owned())
-            .collect()
-    };
+    let ids = |path| webhook_ids(&receiver.received(path));
     assert!(
         ids("/acme").iter().all(|id| id.starts_with("acme-")),
         "{:?}",
@@ -235,11 +229,7 @@ async fn duplicate_publishes_deliver_once() {
     pipeline
         .wait_for_counter("acme", "orders", "delivered", 3)
         .await;
-    let ids: Vec<String> = receiver
-        .received("/orders")
-        .iter()
-        .map(|r| header(r, "webhook-id").to_owned())
-        .collect();
+    let ids = webhook_ids(&receiver.received("/orders"));
     assert_eq!(
         ids.iter().filter(|id| *id == "same-id").count(),
         1,

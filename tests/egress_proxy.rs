@@ -10,11 +10,6 @@ use common::{
     *,
 };
 
-fn hook(name: &str, url: &str, extra: &str) -> String {
-    endpoint("acme", name, url, &format!("{FAST_RETRY}\n{extra}"))
-        + &subscription("acme", name, name, &[">"])
-}
-
 #[tokio::test]
 async fn deliveries_go_through_the_proxy_and_the_guard_still_applies() {
     init();
@@ -26,14 +21,14 @@ async fn deliveries_go_through_the_proxy_and_the_guard_still_applies() {
     let forbidden = Receiver::start().await;
     let ca = pki.ca_pem().trim_end().replace('\n', "\n    ");
     let manifests = [
-        hook("plain", &format!("http://127.0.0.2:{}/plain", allowed.port), ""),
-        hook(
+        subscribed_endpoint("plain", &format!("http://127.0.0.2:{}/plain", allowed.port), ""),
+        subscribed_endpoint(
             "tls",
             &format!("https://127.0.0.2:{}/tls", secure.port),
             "  tls: { caBundleRef: { kind: ConfigMap, name: ca } }",
         ),
-        hook("literal", &forbidden.url("/literal"), ""),
-        hook("named", &format!("http://localhost:{}/named", forbidden.port), ""),
+        subscribed_endpoint("literal", &forbidden.url("/literal"), ""),
+        subscribed_endpoint("named", &format!("http://localhost:{}/named", forbidden.port), ""),
         format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{ name: ca, namespace: acme }}\ndata:\n  ca.crt: |\n    {ca}\n"),
     ]
     .concat();

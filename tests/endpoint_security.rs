@@ -7,11 +7,6 @@ mod common;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use common::{security::Pki, *};
 
-fn tls_endpoint(name: &str, url: &str, tls: &str) -> String {
-    endpoint("acme", name, url, &format!("{FAST_RETRY}\n{tls}"))
-        + &subscription("acme", name, name, &[">"])
-}
-
 fn ca_config_map(name: &str, pem: &str) -> String {
     let pem = pem.trim_end().replace('\n', "\n    ");
     format!(
@@ -36,23 +31,23 @@ async fn https_receivers_are_verified_against_the_endpoint_ca_bundle() {
         Receiver::start_tls("127.0.0.1", pki.server_config(&["localhost"])).await;
     let url = |path: &str| format!("https://localhost:{}{path}", receiver.port);
     let manifests = [
-        tls_endpoint(
+        subscribed_endpoint(
             "from-config-map",
             &url("/cm"),
             "  tls: { caBundleRef: { kind: ConfigMap, name: receiver-ca } }",
         ),
-        tls_endpoint(
+        subscribed_endpoint(
             "from-secret",
             &url("/secret"),
             "  tls: { caBundleRef: { kind: Secret, name: receiver-ca-secret, key: bundle.pem } }",
         ),
-        tls_endpoint(
+        subscribed_endpoint(
             "wrong-ca",
             &url("/wrong"),
             "  tls: { caBundleRef: { kind: ConfigMap, name: other-ca } }",
         ),
         // No bundle: the system roots, which do not know this test's CA.
-        tls_endpoint("system-roots", &url("/system"), ""),
+        subscribed_endpoint("system-roots", &url("/system"), ""),
         ca_config_map("receiver-ca", &pki.ca_pem()),
         ca_secret("receiver-ca-secret", "bundle.pem", &pki.ca_pem()),
         ca_config_map("other-ca", &other.ca_pem()),
@@ -118,7 +113,7 @@ async fn https_receivers_are_verified_against_the_endpoint_ca_bundle() {
     pipeline.write_manifest(
         "acme.yaml",
         &[
-            tls_endpoint(
+            subscribed_endpoint(
                 "wrong-ca",
                 &url("/wrong"),
                 "  tls: { caBundleRef: { kind: ConfigMap, name: other-ca } }",
@@ -142,15 +137,15 @@ async fn unusable_tls_and_auth_references_make_the_endpoint_invalid() {
     let nats = Nats::start();
     let receiver = Receiver::start().await;
     let manifests = [
-        tls_endpoint(
+        subscribed_endpoint(
             "no-bundle",
             "https://localhost:1/x",
             "  tls: { caBundleRef: { kind: ConfigMap, name: missing } }",
         ),
-        tls_endpoint("junk-bundle", "https://localhost:1/x", "  tls: { caBundleRef: { kind: ConfigMap, name: junk } }"),
+        subscribed_endpoint("junk-bundle", "https://localhost:1/x", "  tls: { caBundleRef: { kind: ConfigMap, name: junk } }"),
         ca_config_map("junk", "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----"),
-        tls_endpoint("no-auth-secret", &receiver.url("/x"), "  auth: { bearer: { secretName: nowhere } }"),
-        tls_endpoint(
+        subscribed_endpoint("no-auth-secret", &receiver.url("/x"), "  auth: { bearer: { secretName: nowhere } }"),
+        subscribed_endpoint(
             "header-clash",
             &receiver.url("/x"),
             "  auth: { bearer: { secretName: token } }\n  headers: { Authorization: 'Bearer mine' }",
@@ -192,13 +187,13 @@ async fn basic_and_bearer_credentials_are_sent_as_authorization() {
     let nats = Nats::start();
     let receiver = Receiver::start().await;
     let manifests = [
-        tls_endpoint("basic", &receiver.url("/basic"), "  auth: { basic: { secretName: basic-auth } }"),
-        tls_endpoint(
+        subscribed_endpoint("basic", &receiver.url("/basic"), "  auth: { basic: { secretName: basic-auth } }"),
+        subscribed_endpoint(
             "bearer",
             &receiver.url("/bearer"),
             "  auth: { bearer: { secretName: api-token, tokenKey: value } }\n  headers: { X-Env: test }",
         ),
-        tls_endpoint("none", &receiver.url("/none"), "  headers: { Authorization: 'Static abc' }"),
+        subscribed_endpoint("none", &receiver.url("/none"), "  headers: { Authorization: 'Static abc' }"),
         "---\napiVersion: v1\nkind: Secret\nmetadata: { name: basic-auth, namespace: acme }\ntype: kubernetes.io/basic-auth\nstringData: { username: orders, password: 'p@ss: word' }\n".into(),
         "---\napiVersion: v1\nkind: Secret\nmetadata: { name: api-token, namespace: acme }\nstringData: { value: \"tok-42\\n\" }\n".into(),
     ]
@@ -246,8 +241,8 @@ async fn require_https_refuses_plain_http_endpoints() {
     let plain = Receiver::start().await;
     let (secure, _) = Receiver::start_tls("127.0.0.1", pki.server_config(&["localhost"])).await;
     let manifests = [
-        tls_endpoint("plain", &plain.url("/plain"), ""),
-        tls_endpoint(
+        subscribed_endpoint("plain", &plain.url("/plain"), ""),
+        subscribed_endpoint(
             "secure",
             &format!("https://localhost:{}/secure", secure.port),
             "  tls: { caBundleRef: { kind: ConfigMap, name: ca } }",

@@ -116,11 +116,7 @@ async fn payloads_that_fail_their_schema_are_dead_lettered_with_the_error() {
     pipeline
         .wait_for_counter("acme", "orders", "delivered", 2)
         .await;
-    let delivered: Vec<String> = receiver
-        .received("/orders")
-        .iter()
-        .map(|r| header(r, "webhook-id").to_owned())
-        .collect();
+    let delivered = webhook_ids(&receiver.received("/orders"));
     assert_eq!(delivered, ["valid", "note"]);
     assert!(
         receiver

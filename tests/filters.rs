@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::{collections::BTreeSet, time::Duration};
+use std::collections::BTreeSet;
 
 use common::*;
 
@@ -26,11 +26,7 @@ spec:
 type Published<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
 
 fn ids(receiver: &Receiver, path: &str) -> BTreeSet<String> {
-    receiver
-        .received(path)
-        .iter()
-        .map(|r| header(r, "webhook-id").to_owned())
-        .collect()
+    BTreeSet::from_iter(webhook_ids(&receiver.received(path)))
 }
 
 fn set(ids: &[&str]) -> BTreeSet<String> {
@@ -41,15 +37,7 @@ fn set(ids: &[&str]) -> BTreeSet<String> {
 async fn wait_filtered(pipeline: &Pipeline, subscription: &str, value: f64) {
     let series =
         format!(r#"webhook_events_filtered_total{{tenant="acme",subscription="{subscription}"}}"#);
-    let reached = wait_until(Duration::from_secs(30), || async {
-        metric_value(&pipeline.metrics().await, &series) == Some(value)
-    })
-    .await;
-    assert!(
-        reached,
-        "{series} never reached {value}:\n{}",
-        pipeline.metrics().await
-    );
+    pipeline.wait_for_metric(&series, value).await;
 }
 
 #[tokio::test]

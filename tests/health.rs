@@ -14,26 +14,6 @@ use serde_json::Value;
 /// Retries fast and often enough that only the breaker and auto-disable stop them.
 const PATIENT_RETRY: &str = "  maxInFlight: 1\n  timeout: 2s\n  retry: { maxAttempts: 50, initialBackoff: 100ms, maxBackoff: 200ms, maxAge: 1h }";
 
-/// The value of one sample in `/metrics`, e.g. `webhook_circuit_open{tenant="acme"}`.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-async fn wait_for_sample(pipeline: &Pipeline, series: &str, value: f64) {
-    let reached = wait_until(Duration::from_secs(30), || async {
-        sample(&pipeline.metrics().await, series) == Some(value)
-    })
-    .await;
-    assert!(
-        reached,
-        "{series} never became {value}:\n{}",
-        pipeline.metrics().await
-    );
-}
-
 /// Every record of the attempt log for one endpoint, read straight from the stream.
 async fn attempt_log(nats: &Nats, subject: &str) -> Vec<Value> {
     let js = async_nats::jetstream::new(nats.client().await);
@@ -70,13 +50,6 @@ fn assert_attempts_match_requests(records: &[Value], requests: usize) {
     assert_eq!(records.len(), requests, "one attempt record per request");
 }
 
-fn ids(deliveries: &[Received]) -> BTreeSet<String> {
-    deliveries
-        .iter()
-        .map(|d| header(d, "webhook-id").to_owned())
-        .collect()
-}
-
 #[tokio::test]
 async fn open_circuit_sends_only_probes_then_drains_the_backlog() {
     init();
@@ -103,7 +76,9 @@ async fn open_circuit_sends_only_probes_then_drains_the_backlog() {
     }
 
     receiver.wait_for("/orders", 3).await;
-    wait_for_sample(&pipeline, "webhook_circuit_open{tenant=\"acme\"}", 1.0).await;
+    pipeline
+        .wait_for_metric("webhook_circuit_open{tenant=\"acme\"}", 1.0)
+        .await;
     // Open for several probe intervals: without the breaker, 100 ms retries would send
     // dozens of requests meanwhile.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -130,9 +105,15 @@ async fn open_circuit_sends_only_probes_then_drains_the_backlog() {
     pipeline
         .wait_for_counter("acme", "orders", "delivered", events.len() as u64)
         .await;
-    wait_for_sample(&pipeline, "webhook_circuit_open{tenant=\"acme\"}", 0.0).await;
+    pipeline
+        .wait_for_metric("webhook_circuit_open{tenant=\"acme\"}", 0.0)
+        .await;
     let all = receiver.received("/orders");
-    assert_eq!(ids(&all), events, "every queued event arrived");
+    assert_eq!(
+        BTreeSet::from_iter(webhook_ids(&all)),
+        events,
+        "every queued event arrived"
+    );
     for delivery in &all {
         verify(SECRET, delivery).expect("signature");
     }
@@ -179,7 +160,9 @@ async fn failing_endpoints_are_auto_disabled_and_resume_without_loss_when_re_ena
         "never auto-disabled: {}",
         pipeline.endpoint("acme", "orders").await
     );
-    wait_for_sample(&pipeline, "webhook_endpoints{health=\"Disabled\"}", 1.0).await;
+    pipeline
+        .wait_for_metric("webhook_endpoints{health=\"Disabled\"}", 1.0)
+        .await;
     // Whatever was in flight when the flag landed has settled after a second; from then on,
     // nothing is sent (probes would come every 300 ms).
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -213,17 +196,10 @@ async fn failing_endpoints_are_auto_disabled_and_resume_without_loss_when_re_ena
     );
 
     receiver.set_default("/orders", Reply::Status(200));
-    let client = reqwest::Client::new();
-    let unknown = client
-        .post(format!(
-            "{}/v1/endpoints/acme/nowhere/enable",
-            pipeline.admin()
-        ))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(unknown.status().as_u16(), 404);
-    let body: Value = serde_json::from_slice(&unknown.bytes().await.expect("body")).expect("json");
+    let (status, body) = pipeline
+        .post("/v1/endpoints/acme/nowhere/enable", None)
+        .await;
+    assert_eq!(status, 404, "{body}");
     assert!(
         body["error"]
             .as_str()
@@ -231,16 +207,10 @@ async fn failing_endpoints_are_auto_disabled_and_resume_without_loss_when_re_ena
             .contains("acme/nowhere"),
         "{body}"
     );
-    let enabled = client
-        .post(format!(
-            "{}/v1/endpoints/acme/orders/enable",
-            pipeline.admin()
-        ))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(enabled.status().as_u16(), 200);
-    let body: Value = serde_json::from_slice(&enabled.bytes().await.expect("body")).expect("json");
+    let (status, body) = pipeline
+        .post("/v1/endpoints/acme/orders/enable", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(body["enabled"], true, "{body}");
     assert_eq!(body["wasDisabled"], true, "{body}");
 
@@ -250,7 +220,7 @@ async fn failing_endpoints_are_auto_disabled_and_resume_without_loss_when_re_ena
     assert_eq!(view["health"], "Healthy", "{view}");
     assert_eq!(view["deadLettered"], 0, "{view}");
     let all = receiver.received("/orders");
-    let after_enable: BTreeSet<String> = ids(&all[sent..]);
+    let after_enable = BTreeSet::from_iter(webhook_ids(&all[sent..]));
     assert_eq!(
         after_enable, events,
         "every queued event arrived after re-enable"

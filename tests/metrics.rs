@@ -71,11 +71,7 @@ async fn scrape(pipeline: &Pipeline, accept: &str) -> (String, String) {
 
 /// The value of one series, e.g. `webhook_events_received_total{tenant="acme"}`; 0 if absent.
 fn value(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    metric_value(metrics, series).unwrap_or(0.0)
 }
 
 fn attempts(endpoint: &str, result: &str) -> String {

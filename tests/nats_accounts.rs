@@ -7,7 +7,7 @@
 mod common;
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::Arc,
     time::Duration,
@@ -125,12 +125,6 @@ impl Drop for SecuredNats {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn nats_server_bin() -> PathBuf {
-    std::env::var("NATS_SERVER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/nats-server"))
 }
 
 /// Command-line settings of a role connecting as `user`.

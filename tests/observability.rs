@@ -8,35 +8,15 @@ use std::{collections::BTreeMap, time::Duration};
 use common::*;
 use serde_json::{Value, json};
 
-async fn get(pipeline: &Pipeline, path: &str) -> (u16, Value) {
-    let response = reqwest::get(format!("{}{path}", pipeline.admin()))
-        .await
-        .expect("GET");
-    let status = response.status().as_u16();
-    let body = response.bytes().await.unwrap_or_default();
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
-
-async fn post(pipeline: &Pipeline, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = reqwest::Client::new().post(format!("{}{path}", pipeline.admin()));
-    if let Some(body) = body {
-        request = request.body(body.to_string());
-    }
-    let response = request.send().await.expect("POST");
-    let status = response.status().as_u16();
-    let body = response.bytes().await.unwrap_or_default();
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
-
 /// The event, once the router has indexed it.
 async fn event(pipeline: &Pipeline, namespace: &str, id: &str) -> Value {
     let path = format!("/v1/events/{namespace}/{id}");
     let found = wait_until(Duration::from_secs(30), || async {
-        get(pipeline, &path).await.0 == 200
+        pipeline.get(&path).await.0 == 200
     })
     .await;
     assert!(found, "event {id} never found");
-    get(pipeline, &path).await.1
+    pipeline.get(&path).await.1
 }
 
 fn delivery<'a>(event: &'a Value, endpoint: &str) -> &'a Value {
@@ -94,7 +74,7 @@ async fn attempts_dead_letters_and_events_show_what_happened() {
         .await;
 
     // Attempts: newest first, with what came back.
-    let (status, down) = get(&pipeline, "/v1/endpoints/acme/down/attempts").await;
+    let (status, down) = pipeline.get("/v1/endpoints/acme/down/attempts").await;
     assert_eq!(status, 200, "{down}");
     let down = array(&down);
     assert_eq!(
@@ -128,7 +108,7 @@ async fn attempts_dead_letters_and_events_show_what_happened() {
     let times: Vec<&str> = down.iter().filter_map(|a| a["time"].as_str()).collect();
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
 
-    let (_, flaky) = get(&pipeline, "/v1/endpoints/acme/flaky/attempts").await;
+    let (_, flaky) = pipeline.get("/v1/endpoints/acme/flaky/attempts").await;
     let flaky = array(&flaky);
     assert_eq!(
         flaky
@@ -152,39 +132,35 @@ async fn attempts_dead_letters_and_events_show_what_happened() {
             .map(|a| a["statusCode"].clone())
             .collect::<Vec<_>>()
     };
-    let (_, only) = get(
-        &pipeline,
-        "/v1/endpoints/acme/flaky/attempts?result=success",
-    )
-    .await;
+    let (_, only) = pipeline
+        .get("/v1/endpoints/acme/flaky/attempts?result=success")
+        .await;
     assert_eq!(results(&only), [200]);
-    let (_, failed) = get(
-        &pipeline,
-        "/v1/endpoints/acme/flaky/attempts?result=failure",
-    )
-    .await;
+    let (_, failed) = pipeline
+        .get("/v1/endpoints/acme/flaky/attempts?result=failure")
+        .await;
     assert_eq!(results(&failed), [503, 500]);
-    let (_, newest_failure) = get(
-        &pipeline,
-        "/v1/endpoints/acme/flaky/attempts?result=http_5xx&limit=1",
-    )
-    .await;
+    let (_, newest_failure) = pipeline
+        .get("/v1/endpoints/acme/flaky/attempts?result=http_5xx&limit=1")
+        .await;
     assert_eq!(results(&newest_failure), [503]);
-    let (_, none) = get(
-        &pipeline,
-        "/v1/endpoints/acme/flaky/attempts?result=timeout",
-    )
-    .await;
+    let (_, none) = pipeline
+        .get("/v1/endpoints/acme/flaky/attempts?result=timeout")
+        .await;
     assert_eq!(results(&none), Vec::<Value>::new());
-    let (status, bad) = get(&pipeline, "/v1/endpoints/acme/flaky/attempts?result=nope").await;
+    let (status, bad) = pipeline
+        .get("/v1/endpoints/acme/flaky/attempts?result=nope")
+        .await;
     assert_eq!(status, 400);
     assert!(error_of(&bad).contains("nope"), "{bad}");
-    let (status, bad) = get(&pipeline, "/v1/endpoints/acme/flaky/attempts?limit=1001").await;
+    let (status, bad) = pipeline
+        .get("/v1/endpoints/acme/flaky/attempts?limit=1001")
+        .await;
     assert_eq!(status, 400);
     assert!(error_of(&bad).contains("limit"), "{bad}");
 
     // Dead letters.
-    let (status, letters) = get(&pipeline, "/v1/endpoints/acme/down/dead-letters").await;
+    let (status, letters) = pipeline.get("/v1/endpoints/acme/down/dead-letters").await;
     assert_eq!(status, 200, "{letters}");
     let letters = array(&letters);
     assert_eq!(letters.len(), 1, "{letters:?}");
@@ -199,7 +175,7 @@ async fn attempts_dead_letters_and_events_show_what_happened() {
             .is_some_and(|m| m.contains("500"))
     );
     assert!(letters[0]["publishedTime"].as_str() <= letters[0]["deadLetteredTime"].as_str());
-    let (_, none) = get(&pipeline, "/v1/endpoints/acme/ok/dead-letters").await;
+    let (_, none) = pipeline.get("/v1/endpoints/acme/ok/dead-letters").await;
     assert_eq!(none, json!([]));
 
     // The event, and where it stands at each endpoint.
@@ -255,11 +231,11 @@ async fn attempts_dead_letters_and_events_show_what_happened() {
         "/v1/events/elsewhere/order-1",
         "/v1/events/Not%20a%20namespace/order-1",
     ] {
-        let (status, body) = get(&pipeline, path).await;
+        let (status, body) = pipeline.get(path).await;
         assert_eq!(status, 404, "{path}: {body}");
         assert!(!error_of(&body).is_empty(), "{path}: {body}");
     }
-    let (status, body) = get(&pipeline, "/v1/endpoints/acme/nobody/attempts").await;
+    let (status, body) = pipeline.get("/v1/endpoints/acme/nobody/attempts").await;
     assert_eq!(
         (status, error_of(&body)),
         (404, "endpoint acme/nobody not found")
@@ -269,7 +245,7 @@ async fn attempts_dead_letters_and_events_show_what_happened() {
         "/v1/endpoints/acme/nobody/test",
         "/v1/events/acme/never-published/redeliver",
     ] {
-        let (status, body) = post(&pipeline, path, None).await;
+        let (status, body) = pipeline.post(path, None).await;
         assert_eq!(status, 404, "{path}: {body}");
     }
 }
@@ -298,7 +274,9 @@ async fn newest_first_across_many_attempts() {
         .wait_for_counter("acme", "other", "delivered", 120)
         .await;
 
-    let (_, all) = get(&pipeline, "/v1/endpoints/acme/busy/attempts?limit=1000").await;
+    let (_, all) = pipeline
+        .get("/v1/endpoints/acme/busy/attempts?limit=1000")
+        .await;
     let all = array(&all);
     assert_eq!(all.len(), 120);
     let mut ids: Vec<&str> = all.iter().filter_map(|a| a["eventId"].as_str()).collect();
@@ -309,7 +287,9 @@ async fn newest_first_across_many_attempts() {
     ids.dedup();
     assert_eq!(ids.len(), 120, "each attempt once");
 
-    let (_, ten) = get(&pipeline, "/v1/endpoints/acme/busy/attempts?limit=10").await;
+    let (_, ten) = pipeline
+        .get("/v1/endpoints/acme/busy/attempts?limit=10")
+        .await;
     let ten = array(&ten);
     assert_eq!(ten.len(), 10);
     // The newest ten written; concurrent attempts may finish a few milliseconds out of order.
@@ -317,7 +297,7 @@ async fn newest_first_across_many_attempts() {
         ten.iter().all(|a| all[..15].contains(a)),
         "the newest ten: {ten:?}"
     );
-    let (_, default) = get(&pipeline, "/v1/endpoints/acme/busy/attempts").await;
+    let (_, default) = pipeline.get("/v1/endpoints/acme/busy/attempts").await;
     assert_eq!(array(&default).len(), 50, "limit defaults to 50");
 
     // The oldest event is still found among the newer ones.
@@ -348,24 +328,24 @@ async fn replayed_dead_letters_are_delivered_once_more_signed_with_the_same_id()
     pipeline
         .wait_for_counter("acme", "down", "deadLettered", 3)
         .await;
-    let (_, letters) = get(&pipeline, "/v1/endpoints/acme/down/dead-letters").await;
+    let (_, letters) = pipeline.get("/v1/endpoints/acme/down/dead-letters").await;
     assert_eq!(array(&letters).len(), 3);
 
     // Nothing is dead-lettered after a time in the future; a bad time is refused.
     let future = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
-    let (status, body) = post(
-        &pipeline,
-        "/v1/endpoints/acme/down/replay",
-        Some(json!({"since": future.to_string()})),
-    )
-    .await;
+    let (status, body) = pipeline
+        .post(
+            "/v1/endpoints/acme/down/replay",
+            Some(json!({"since": future.to_string()})),
+        )
+        .await;
     assert_eq!((status, &body["replayed"]), (202, &json!(0)), "{body}");
-    let (status, body) = post(
-        &pipeline,
-        "/v1/endpoints/acme/down/replay",
-        Some(json!({"since": "yesterday"})),
-    )
-    .await;
+    let (status, body) = pipeline
+        .post(
+            "/v1/endpoints/acme/down/replay",
+            Some(json!({"since": "yesterday"})),
+        )
+        .await;
     assert_eq!(status, 400);
     assert!(error_of(&body).contains("since"), "{body}");
 
@@ -373,7 +353,7 @@ async fn replayed_dead_letters_are_delivered_once_more_signed_with_the_same_id()
     receiver.set_default("/down", Reply::Status(200));
     let before = receiver.received("/down").len();
     assert_eq!(before, 6, "two failed attempts each");
-    let (status, body) = post(&pipeline, "/v1/endpoints/acme/down/replay", None).await;
+    let (status, body) = pipeline.post("/v1/endpoints/acme/down/replay", None).await;
     assert_eq!((status, &body["replayed"]), (202, &json!(3)), "{body}");
     pipeline
         .wait_for_counter("acme", "down", "delivered", 3)
@@ -396,9 +376,11 @@ async fn replayed_dead_letters_are_delivered_once_more_signed_with_the_same_id()
     }
 
     // Replayed dead letters leave the list; a second replay has nothing to do.
-    let (_, letters) = get(&pipeline, "/v1/endpoints/acme/down/dead-letters").await;
+    let (_, letters) = pipeline.get("/v1/endpoints/acme/down/dead-letters").await;
     assert_eq!(letters, json!([]));
-    let (_, body) = post(&pipeline, "/v1/endpoints/acme/down/replay", Some(json!({}))).await;
+    let (_, body) = pipeline
+        .post("/v1/endpoints/acme/down/replay", Some(json!({})))
+        .await;
     assert_eq!(body["replayed"], 0);
     let lost = event(&pipeline, "acme", "lost-2").await;
     let state = delivery(&lost, "down");
@@ -426,19 +408,19 @@ async fn redeliver_and_send_test() {
     receiver.wait_for("/b", 1).await;
     event(&pipeline, "acme", "x1").await;
 
-    let (status, body) = post(
-        &pipeline,
-        "/v1/events/acme/x1/redeliver",
-        Some(json!({"endpoints": ["a"]})),
-    )
-    .await;
+    let (status, body) = pipeline
+        .post(
+            "/v1/events/acme/x1/redeliver",
+            Some(json!({"endpoints": ["a"]})),
+        )
+        .await;
     assert_eq!((status, &body), (202, &json!({"endpoints": ["a"]})));
     let again = receiver.wait_for("/a", 2).await;
     assert_eq!(header(&again[1], "webhook-id"), "x1");
     assert_eq!(again[1].body.as_ref(), br#"{"x":1}"#);
     verify(SECRET, &again[1]).expect("redelivery verifies");
 
-    let (status, body) = post(&pipeline, "/v1/events/acme/x1/redeliver", None).await;
+    let (status, body) = pipeline.post("/v1/events/acme/x1/redeliver", None).await;
     assert_eq!(status, 202);
     let mut endpoints: Vec<&str> = array(&body["endpoints"])
         .iter()
@@ -449,24 +431,24 @@ async fn redeliver_and_send_test() {
     receiver.wait_for("/a", 3).await;
     receiver.wait_for("/b", 2).await;
 
-    let (status, body) = post(
-        &pipeline,
-        "/v1/events/acme/x1/redeliver",
-        Some(json!({"endpoints": ["c"]})),
-    )
-    .await;
+    let (status, body) = pipeline
+        .post(
+            "/v1/events/acme/x1/redeliver",
+            Some(json!({"endpoints": ["c"]})),
+        )
+        .await;
     assert_eq!(status, 400, "c never subscribed to order.paid: {body}");
     assert!(error_of(&body).contains("not routed"), "{body}");
-    let (status, _) = post(
-        &pipeline,
-        "/v1/events/acme/x1/redeliver",
-        Some(json!({"endpoints": ["zzz"]})),
-    )
-    .await;
+    let (status, _) = pipeline
+        .post(
+            "/v1/events/acme/x1/redeliver",
+            Some(json!({"endpoints": ["zzz"]})),
+        )
+        .await;
     assert_eq!(status, 404);
 
     // Send-test reaches exactly the endpoint asked for, whatever it subscribes to.
-    let (status, body) = post(&pipeline, "/v1/endpoints/acme/a/test", None).await;
+    let (status, body) = pipeline.post("/v1/endpoints/acme/a/test", None).await;
     assert_eq!(status, 202, "{body}");
     let id = body["id"].as_str().expect("id").to_owned();
     let tests = receiver.wait_for("/a", 4).await;
@@ -479,12 +461,12 @@ async fn redeliver_and_send_test() {
         (&payload["test"], &payload["endpoint"]),
         (&json!(true), &json!("a"))
     );
-    let (status, body) = post(
-        &pipeline,
-        "/v1/endpoints/acme/c/test",
-        Some(json!({"eventType": "order.paid", "payload": {"hello": 1}})),
-    )
-    .await;
+    let (status, body) = pipeline
+        .post(
+            "/v1/endpoints/acme/c/test",
+            Some(json!({"eventType": "order.paid", "payload": {"hello": 1}})),
+        )
+        .await;
     assert_eq!(status, 202, "{body}");
     let to_c = receiver.wait_for("/c", 1).await;
     assert_eq!(header(&to_c[0], "webhook-event-type"), "order.paid");
@@ -497,12 +479,12 @@ async fn redeliver_and_send_test() {
             .collect::<Vec<_>>(),
         [json!("c")]
     );
-    let (status, body) = post(
-        &pipeline,
-        "/v1/endpoints/acme/c/test",
-        Some(json!({"eventType": "bad..type"})),
-    )
-    .await;
+    let (status, body) = pipeline
+        .post(
+            "/v1/endpoints/acme/c/test",
+            Some(json!({"eventType": "bad..type"})),
+        )
+        .await;
     assert_eq!(status, 400, "{body}");
 
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -42,13 +42,7 @@ async fn killed_mid_backlog_and_restarted_delivers_every_event() {
     );
     pipeline.restart().await;
 
-    let unique = || -> BTreeSet<String> {
-        receiver
-            .received("/orders")
-            .iter()
-            .map(|r| header(r, "webhook-id").to_owned())
-            .collect()
-    };
+    let unique = || BTreeSet::from_iter(webhook_ids(&receiver.received("/orders")));
     let all = wait_until(Duration::from_secs(60), || async {
         unique().len() == EVENTS
     })

@@ -33,7 +33,8 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn nats_server_bin() -> PathBuf {
+/// NATS_SERVER_BIN, else `.tools/bin/nats-server` (`make tools`), else the one on PATH.
+pub fn nats_server_bin() -> PathBuf {
     if let Ok(path) = std::env::var("NATS_SERVER_BIN") {
         return PathBuf::from(path);
     }
@@ -337,13 +338,24 @@ impl Pipeline {
         if let Some(key) = key {
             request = request.header("idempotency-key", key);
         }
-        let response = request.send().await.expect("ingest request");
-        let status = response.status().as_u16();
-        (
-            status,
-            serde_json::from_slice(&response.bytes().await.unwrap_or_default())
-                .unwrap_or(Value::Null),
-        )
+        status_and_json(request.send().await.expect("ingest request")).await
+    }
+
+    /// GETs `path` of the admin API: the status, and the body as JSON (`null` if it is not).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = reqwest::get(format!("{}{path}", self.admin()))
+            .await
+            .expect("GET");
+        status_and_json(response).await
+    }
+
+    /// POSTs `body` (or nothing) to `path` of the admin API: the status, and the body as JSON.
+    pub async fn post(&self, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = reqwest::Client::new().post(format!("{}{path}", self.admin()));
+        if let Some(body) = body {
+            request = request.body(body.to_string());
+        }
+        status_and_json(request.send().await.expect("POST")).await
     }
 
     pub async fn endpoints(&self) -> Vec<Value> {
@@ -372,6 +384,19 @@ impl Pipeline {
             .expect("text")
     }
 
+    /// Waits until the sample of `series` in `/metrics` is `value`.
+    pub async fn wait_for_metric(&self, series: &str, value: f64) {
+        let reached = wait_until(Duration::from_secs(30), || async {
+            metric_value(&self.metrics().await, series) == Some(value)
+        })
+        .await;
+        assert!(
+            reached,
+            "{series} never became {value}:\n{}",
+            self.metrics().await
+        );
+    }
+
     /// Waits until `field` of an endpoint in `/v1/endpoints` reaches `value`.
     pub async fn wait_for_counter(
         &self,
@@ -394,6 +419,12 @@ impl Pipeline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+async fn status_and_json(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = response.bytes().await.unwrap_or_default();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
 impl Drop for Pipeline {
@@ -464,6 +495,15 @@ impl Receiver {
             .await
             .expect("bind receiver");
         let port = listener.local_addr().expect("addr").port();
+        Self::serve(listener, port)
+    }
+
+    /// Answers on `listener` (plain or TLS), which listens on `port`.
+    fn serve<L>(listener: L, port: u16) -> Self
+    where
+        L: axum::serve::Listener,
+        L::Addr: std::fmt::Debug,
+    {
         let state = Arc::new(Mutex::new(ReceiverState::default()));
         let app = axum::Router::new()
             .fallback(handle)
@@ -599,6 +639,14 @@ pub fn header<'a>(delivery: &'a Received, name: &str) -> &'a str {
         .unwrap_or_default()
 }
 
+/// The `webhook-id` of each delivery, in order.
+pub fn webhook_ids(deliveries: &[Received]) -> Vec<String> {
+    deliveries
+        .iter()
+        .map(|d| header(d, "webhook-id").to_owned())
+        .collect()
+}
+
 /// Manifest builders: an endpoint, its Secret, and a subscription.
 pub fn endpoint(namespace: &str, name: &str, url: &str, extra_spec: &str) -> String {
     format!(
@@ -635,11 +683,18 @@ spec:
     )
 }
 
+/// An endpoint of `acme` with fast retries and `extra_spec`, subscribed to every event type.
+pub fn subscribed_endpoint(name: &str, url: &str, extra_spec: &str) -> String {
+    endpoint("acme", name, url, &format!("{FAST_RETRY}\n{extra_spec}"))
+        + &subscription("acme", name, name, &[">"])
+}
+
 /// The value of one Prometheus sample, e.g. `webhook_events_filtered_total{tenant="acme",subscription="big"}`.
 pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
     metrics
         .lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Fast retries for tests.

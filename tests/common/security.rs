@@ -15,7 +15,7 @@ use tokio::{
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
-use super::{Receiver, ReceiverState, handle};
+use super::Receiver;
 
 /// A certificate authority made up for one test.
 pub struct Pki {
@@ -96,7 +96,8 @@ impl Receiver {
     /// A plain HTTP receiver on another loopback address, e.g. 127.0.0.2.
     pub async fn start_on(ip: &str) -> Self {
         let listener = TcpListener::bind((ip, 0)).await.expect("bind receiver");
-        Self::serve(listener)
+        let port = listener.local_addr().expect("addr").port();
+        Self::serve(listener, port)
     }
 
     /// An HTTPS receiver on `ip` presenting a certificate from `config`.
@@ -123,33 +124,8 @@ impl Receiver {
                 });
             }
         });
-        let state = Arc::new(Mutex::new(ReceiverState::default()));
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(state.clone());
         let listener = TlsListener { address, ready: rx };
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        (
-            Self {
-                port: address.port(),
-                state,
-            },
-            failures,
-        )
-    }
-
-    fn serve(listener: TcpListener) -> Self {
-        let port = listener.local_addr().expect("addr").port();
-        let state = Arc::new(Mutex::new(ReceiverState::default()));
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(state.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Self { port, state }
+        (Self::serve(listener, address.port()), failures)
     }
 }
 
