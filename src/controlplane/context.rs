@@ -42,6 +42,7 @@ use crate::{
         EventSubscription, WebhookEndpoint,
         compile::{CompiledTenantReport, Policy, SecretData, compile_tenant},
         event_type::EventType as EventTypeResource,
+        object_data::{config_map_data, secret_data},
     },
 };
 
@@ -161,16 +162,7 @@ impl Context {
             .state()
             .iter()
             .filter(|s| in_namespace(&s.metadata))
-            .map(|s| {
-                let data = s
-                    .data
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect();
-                (s.name_any(), data)
-            })
+            .map(|s| (s.name_any(), secret_data(s)))
             .collect();
         let config_maps = self
             .stores
@@ -178,19 +170,7 @@ impl Context {
             .state()
             .iter()
             .filter(|c| in_namespace(&c.metadata))
-            .map(|c| {
-                let mut data: BTreeMap<String, Vec<u8>> = c
-                    .binary_data
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect();
-                for (key, value) in c.data.clone().unwrap_or_default() {
-                    data.insert(key, value.into_bytes());
-                }
-                (c.name_any(), data)
-            })
+            .map(|c| (c.name_any(), config_map_data(c)))
             .collect();
         NamespaceData {
             secrets,
@@ -319,6 +299,45 @@ impl Context {
         )
         .await?;
         Ok(Some(previous))
+    }
+
+    /// [`Self::write_ready`] with no extra status fields, and a Warning Event (the condition's
+    /// reason and message) when Ready turns False.
+    pub async fn write_ready_and_warn<K>(
+        &self,
+        object: &K,
+        current: &[Condition],
+        observed_generation: Option<i64>,
+        desired: &Desired,
+    ) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let written = self
+            .write_ready(
+                object,
+                current,
+                observed_generation,
+                desired,
+                Default::default(),
+            )
+            .await?;
+        if let Some(previous) = written
+            && previous.as_deref() != Some(desired.status)
+            && desired.status == "False"
+        {
+            self.publish_event(
+                object,
+                true,
+                desired.reason.as_str(),
+                desired.message.clone(),
+            )
+            .await;
+        }
+        Ok(())
     }
 
     pub fn reset_backoff(&self, key: &str) {

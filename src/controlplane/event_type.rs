@@ -47,27 +47,13 @@ pub async fn reconcile(event_type: Arc<EventType>, ctx: Arc<Context>) -> Result<
         ),
     };
     let status = event_type.status.clone().unwrap_or_default();
-    let written = ctx
-        .write_ready(
-            event_type.as_ref(),
-            &status.conditions,
-            status.observed_generation,
-            &desired,
-            Default::default(),
-        )
-        .await?;
-    if let Some(previous) = written
-        && previous.as_deref() != Some(desired.status)
-        && desired.status == "False"
-    {
-        ctx.publish_event(
-            event_type.as_ref(),
-            true,
-            desired.reason.as_str(),
-            desired.message.clone(),
-        )
-        .await;
-    }
+    ctx.write_ready_and_warn(
+        event_type.as_ref(),
+        &status.conditions,
+        status.observed_generation,
+        &desired,
+    )
+    .await?;
     tenant::sync(&ctx, &namespace, &report).await?;
     ctx.reset_backoff(&key);
     Ok(Action::requeue(RESYNC))

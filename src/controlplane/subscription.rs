@@ -46,7 +46,14 @@ pub async fn reconcile(
                         "Routing matching events to the endpoint.",
                     ),
                 };
-                write_ready(&subscription, &desired, &ctx).await?;
+                let status = subscription.status.clone().unwrap_or_default();
+                ctx.write_ready_and_warn(
+                    subscription.as_ref(),
+                    &status.conditions,
+                    status.observed_generation,
+                    &desired,
+                )
+                .await?;
                 let catalog = desired_catalog(&report, &subscription.name_any());
                 write_catalog(&subscription, catalog.as_ref(), &ctx).await?;
                 tenant::sync(&ctx, &namespace, &report).await?;
@@ -61,37 +68,6 @@ pub async fn reconcile(
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))
     .inspect(|_| ctx.reset_backoff(&key))
-}
-
-/// Writes the Ready condition and raises an Event when the subscription becomes invalid.
-async fn write_ready(
-    subscription: &EventSubscription,
-    desired: &Desired,
-    ctx: &Context,
-) -> Result<(), Error> {
-    let status = subscription.status.clone().unwrap_or_default();
-    let written = ctx
-        .write_ready(
-            subscription,
-            &status.conditions,
-            status.observed_generation,
-            desired,
-            Default::default(),
-        )
-        .await?;
-    if let Some(previous) = written
-        && previous.as_deref() != Some(desired.status)
-        && desired.status == "False"
-    {
-        ctx.publish_event(
-            subscription,
-            true,
-            desired.reason.as_str(),
-            desired.message.clone(),
-        )
-        .await;
-    }
-    Ok(())
 }
 
 pub fn error_policy(

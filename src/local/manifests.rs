@@ -16,7 +16,10 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     dataplane::delivery::TenantData,
-    resources::{EventSubscription, EventType, WebhookEndpoint},
+    resources::{
+        EventSubscription, EventType, WebhookEndpoint,
+        object_data::{config_map_data, secret_data},
+    },
     tenant_api::keys::{API_KEY_LABEL, KeyRecord, record_from_secret},
 };
 
@@ -200,16 +203,7 @@ fn add_document(manifests: &mut Manifests, document: &str) -> Result<(), String>
             expect_api("v1")?;
             let mut secret: Secret = typed(value, &label)?;
             let namespace = namespace_of(&mut secret.metadata.namespace);
-            let mut data: BTreeMap<String, Vec<u8>> = secret
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect();
-            // stringData wins over data, as in the API server.
-            for (key, value) in secret.string_data.unwrap_or_default() {
-                data.insert(key, value.into_bytes());
-            }
+            let data = secret_data(&secret);
             let labels = secret.metadata.labels.unwrap_or_default();
             if labels.get(API_KEY_LABEL).is_some_and(|v| v == "true") {
                 let record = record_from_secret(&namespace, &name, &data)
@@ -229,15 +223,7 @@ fn add_document(manifests: &mut Manifests, document: &str) -> Result<(), String>
             expect_api("v1")?;
             let mut config_map: ConfigMap = typed(value, &label)?;
             let namespace = namespace_of(&mut config_map.metadata.namespace);
-            let mut data: BTreeMap<String, Vec<u8>> = config_map
-                .binary_data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect();
-            for (key, value) in config_map.data.unwrap_or_default() {
-                data.insert(key, value.into_bytes());
-            }
+            let data = config_map_data(&config_map);
             manifests
                 .data
                 .entry(namespace)

@@ -20,10 +20,7 @@ use crate::{
     admin::{self, AdminState, CatalogEntry},
     dataplane::topology::Authority,
     dataplane::{
-        delivery::{
-            BreakerSettings, DeliveryContext, TenantData,
-            clients::{Clients, OutboundArgs},
-        },
+        delivery::{BreakerSettings, DeliveryContext, TenantData, clients::OutboundArgs},
         route_store::{self, Scope},
         router::Router,
         stats::{AutoDisableArgs, StatsFolder, StatsView},
@@ -64,11 +61,7 @@ pub async fn run(args: LocalArgs, cancel: CancellationToken) -> anyhow::Result<(
     if !args.manifests.is_dir() {
         anyhow::bail!("--manifests {}: not a directory", args.manifests.display());
     }
-    let clients = Clients::new(
-        args.outbound.address_guard.guard(),
-        args.outbound.egress_proxy.clone(),
-    )?;
-    clients.log_settings(args.outbound.require_https);
+    let clients = args.outbound.clients()?;
     let connected = args.pipeline.connect("local", Authority::Owner).await?;
     let (data_tx, data_rx) = watch::channel(Arc::new(TenantData::new()));
     let (catalog_tx, catalog_rx) = watch::channel(Arc::new(Vec::new()));

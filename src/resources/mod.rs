@@ -5,6 +5,7 @@ pub mod compile;
 pub mod event_subscription;
 pub mod event_type;
 pub mod filter;
+pub mod object_data;
 pub mod webhook_endpoint;
 
 pub use event_subscription::{EventSubscription, EventSubscriptionSpec, EventSubscriptionStatus};

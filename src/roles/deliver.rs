@@ -21,8 +21,7 @@ use crate::{
     dataplane::topology::Authority,
     dataplane::{
         delivery::{
-            self, BreakerSettings, DeliveryContext, TenantData, TenantDataRx,
-            clients::{Clients, OutboundArgs},
+            self, BreakerSettings, DeliveryContext, TenantData, TenantDataRx, clients::OutboundArgs,
         },
         ingest::is_dns_label,
         route_store::{self, Scope},
@@ -30,6 +29,7 @@ use crate::{
     },
     model::{NamespaceData, credentials::ObjectData},
     pipeline::PipelineArgs,
+    resources::object_data::{config_map_data, secret_data},
 };
 
 #[derive(Debug, Clone, clap::Args)]
@@ -63,11 +63,7 @@ pub async fn serve(
     references: TenantDataRx,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let clients = Clients::new(
-        args.outbound.address_guard.guard(),
-        args.outbound.egress_proxy.clone(),
-    )?;
-    clients.log_settings(args.outbound.require_https);
+    let clients = args.outbound.clients()?;
     let connected = args.pipeline.connect("deliver", Authority::Joiner).await?;
     let routes = route_store::watch(
         connected.topology.routes.clone(),
@@ -113,35 +109,12 @@ fn watch_references(
     let tx = Arc::new(tx);
     let secrets = mirror(
         Api::<Secret>::namespaced(client.clone(), &tenant),
-        |s: &Secret| {
-            s.data
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect()
-        },
+        secret_data,
         cancel.clone(),
     );
     let config_maps = mirror(
         Api::<ConfigMap>::namespaced(client, &tenant),
-        |c: &ConfigMap| {
-            let mut data: ObjectData = c
-                .binary_data
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect();
-            data.extend(
-                c.data
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes())),
-            );
-            data
-        },
+        config_map_data,
         cancel.clone(),
     );
     tokio::spawn(async move {

@@ -31,6 +31,15 @@ pub struct OutboundArgs {
     pub require_https: bool,
 }
 
+impl OutboundArgs {
+    /// The process's clients, their settings logged once at start-up.
+    pub fn clients(&self) -> Result<Clients, reqwest::Error> {
+        let clients = Clients::new(self.address_guard.guard(), self.egress_proxy.clone())?;
+        clients.log_settings(self.require_https);
+        Ok(clients)
+    }
+}
+
 /// The clients of one process, built on demand and shared by every worker.
 pub struct Clients {
     guard: AddressGuard,
@@ -59,7 +68,7 @@ impl Clients {
     }
 
     /// Logs how deliveries leave the process (no credentials).
-    pub fn log_settings(&self, require_https: bool) {
+    fn log_settings(&self, require_https: bool) {
         let proxy = self
             .proxy
             .as_ref()
