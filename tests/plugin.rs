@@ -152,3 +152,114 @@ async fn an_unreachable_admin_server_is_a_clear_error() {
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(error.starts_with("error: GET /v1/endpoints: "), "{error}");
 }
+
+/// A request the stand-in API server received.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    content_type: String,
+    body: Value,
+}
+
+/// A stand-in Kubernetes API server on a local port: records each request and answers with a
+/// WebhookEndpoint. Returns its URL.
+async fn api_server(seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) -> String {
+    use axum::{body::Bytes, http::Request, response::IntoResponse};
+    let app = axum::Router::new().fallback(move |request: Request<axum::body::Body>| {
+        let seen = seen.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let bytes: Bytes = axum::body::to_bytes(body, 1 << 20)
+                .await
+                .unwrap_or_default();
+            seen.lock().expect("lock").push(Seen {
+                method: parts.method.to_string(),
+                path: parts.uri.path().to_owned(),
+                content_type: parts
+                    .headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned(),
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            });
+            axum::Json(serde_json::json!({
+                "apiVersion": "webhook-operator.io/v1alpha1", "kind": "WebhookEndpoint",
+                "metadata": {"name": "orders", "namespace": "acme"},
+                "spec": {"url": "https://orders.example"},
+            }))
+            .into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test]
+async fn rotate_secret_annotates_the_endpoint_through_the_api_server() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let server = api_server(seen.clone()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
+             clusters: [{{name: test, cluster: {{server: \"{server}\"}}}}]\n\
+             users: [{{name: test, user: {{token: test-token}}}}]\n\
+             contexts: [{{name: test, context: {{cluster: test, user: test, namespace: acme}}}}]\n"
+        ),
+    )
+    .expect("kubeconfig");
+    let output = tokio::process::Command::new(binary())
+        .args(["kubectl", "rotate-secret", "orders"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("WEBHOOKS_ADMIN_URL")
+        .output()
+        .await
+        .expect("run the plugin");
+    let text = stdout(&output);
+
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].path.as_str()),
+        (
+            "PATCH",
+            "/apis/webhook-operator.io/v1alpha1/namespaces/acme/webhookendpoints/orders"
+        ),
+        "the context's namespace, straight to the resource"
+    );
+    assert_eq!(seen[0].content_type, "application/merge-patch+json");
+    let value = seen[0].body["metadata"]["annotations"]["webhook-operator.io/rotate-signing-key"]
+        .as_str()
+        .expect("the annotation");
+    assert!(
+        text.contains("acme/orders") && text.contains(value),
+        "{text}"
+    );
+
+    // Without a cluster there is nothing to annotate: a clear error, pointing at the tenant API.
+    let local = run(
+        binary(),
+        &[
+            "kubectl",
+            "--admin-url",
+            "http://127.0.0.1:9",
+            "rotate-secret",
+            "orders",
+        ],
+    )
+    .await;
+    assert!(!local.status.success());
+    let error = String::from_utf8_lossy(&local.stderr);
+    assert!(
+        error.contains("needs a Kubernetes cluster") && error.contains("secret/rotate"),
+        "{error}"
+    );
+}

@@ -3,7 +3,11 @@
 
 mod common;
 
-use std::{process::Command, time::Duration};
+use std::{
+    process::Command,
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
 
 use common::*;
 use serde_json::{Value, json};
@@ -332,4 +336,208 @@ async fn tenants_manage_their_own_endpoints_over_http() {
         pipeline.log_text().contains("tenant API change"),
         "the audit tracing line"
     );
+}
+
+/// How many signatures a delivery carries (one per active key).
+fn signatures(delivery: &Received) -> usize {
+    header(delivery, "webhook-signature")
+        .split_whitespace()
+        .count()
+}
+
+/// Probe events published so far (their ids must differ).
+static PROBES: AtomicUsize = AtomicUsize::new(0);
+
+/// Publishes probes until a delivery to `path` arriving from now on satisfies `wanted`; returns
+/// the latest such.
+async fn delivery_where(
+    pipeline: &Pipeline,
+    receiver: &Receiver,
+    path: &str,
+    wanted: impl Fn(&Received) -> bool,
+) -> Received {
+    let before = receiver.received(path).len();
+    let matching = || {
+        receiver
+            .received(path)
+            .into_iter()
+            .skip(before)
+            .rev()
+            .find(|d| wanted(d))
+    };
+    let seen = wait_until(Duration::from_secs(30), || {
+        let matching = &matching;
+        async move {
+            let n = PROBES.fetch_add(1, Ordering::Relaxed);
+            pipeline
+                .ingest("acme", "order.paid", "{}", Some(&format!("probe-{n}")))
+                .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            matching().is_some()
+        }
+    })
+    .await;
+    assert!(seen, "no such delivery\n{}", pipeline.log_text());
+    matching().expect("delivery")
+}
+
+#[tokio::test]
+async fn signing_keys_are_read_and_rotated_over_http_and_deliveries_follow() {
+    init();
+    let nats = Nats::start();
+    let receiver = Receiver::start().await;
+    let (acme_keys, acme) = issue_key("acme", "ci");
+    let (globex_keys, globex) = issue_key("globex", "ops");
+    // orders' Secret is handed over to it; sneaky points its secretRef at another app's Secret.
+    let files = format!(
+        r#"---
+apiVersion: webhook-operator.io/v1alpha1
+kind: WebhookEndpoint
+metadata: {{ name: orders, namespace: acme }}
+spec:
+  url: {orders}
+{FAST_RETRY}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: orders-signing
+  namespace: acme
+  annotations: {{ webhook-operator.io/signing-key-for: orders }}
+stringData:
+  secret: "{SECRET}"
+---
+apiVersion: webhook-operator.io/v1alpha1
+kind: WebhookEndpoint
+metadata: {{ name: sneaky, namespace: acme }}
+spec:
+  url: {sneaky}
+  secretRef: {{ name: db-credentials, key: password }}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{ name: db-credentials, namespace: acme }}
+stringData:
+  password: "{SECRET_2}"
+"#,
+        orders = receiver.url("/orders"),
+        sneaky = receiver.url("/sneaky"),
+    ) + &subscription("acme", "paid", "orders", &["order.*"]);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let pipeline = Pipeline::start_logged(
+        &nats,
+        &[
+            ("keys.yaml", acme_keys + &globex_keys),
+            ("acme.yaml", files),
+        ],
+        &["--tenant-api-listen", &listen, "--allow-private-networks"],
+        "debug,async_nats=info,hyper=info,reqwest=info",
+    )
+    .await;
+    let api = Api {
+        base: format!("http://{listen}"),
+        http: reqwest::Client::new(),
+    };
+    let secret = "/v1/tenant/endpoints/orders/secret";
+    let rotate = "/v1/tenant/endpoints/orders/secret/rotate";
+
+    let (status, shown) = api.send("GET", secret, Some(&acme), None).await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(
+        shown,
+        json!({"key": SECRET, "keys": [SECRET], "secretName": "orders-signing"})
+    );
+    let (status, _) = api.send("GET", secret, None, None).await;
+    assert_eq!(status, 401);
+    let (status, _) = api.send("GET", secret, Some(&globex), None).await;
+    assert_eq!(status, 404, "another tenant's endpoint");
+    let (status, refused) = api
+        .send(
+            "GET",
+            "/v1/tenant/endpoints/sneaky/secret",
+            Some(&acme),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, &refused["reason"]),
+        (409, &json!("SecretNotManaged"))
+    );
+    assert!(!refused.to_string().contains(SECRET_2));
+
+    // Rotate, keeping the old key for an hour: deliveries carry both signatures.
+    let (status, rotated) = api
+        .send(
+            "POST",
+            rotate,
+            Some(&acme),
+            Some(json!({"overlap": "1h"}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let first = rotated["key"].as_str().expect("new key").to_owned();
+    assert_eq!(rotated["keys"], json!([first, SECRET]));
+    assert!(rotated["previousKeysExpire"].is_string(), "{rotated}");
+    let both = delivery_where(&pipeline, &receiver, "/orders", |d| {
+        verify(&first, d).is_ok()
+    })
+    .await;
+    assert_eq!(signatures(&both), 2);
+    verify(SECRET, &both).expect("the old key still signs");
+
+    // Rotate again with a short overlap: once it is over, only the newest key signs.
+    let (status, rotated) = api
+        .send(
+            "POST",
+            rotate,
+            Some(&acme),
+            Some(json!({"overlap": "2s"}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let second = rotated["key"].as_str().expect("new key").to_owned();
+    assert_eq!(rotated["keys"], json!([second, first, SECRET]));
+    let single = delivery_where(&pipeline, &receiver, "/orders", |d| signatures(d) == 1).await;
+    verify(&second, &single).expect("the newest key signs");
+    assert!(verify(&first, &single).is_err() && verify(SECRET, &single).is_err());
+    let (_, shown) = api.send("GET", secret, Some(&acme), None).await;
+    assert_eq!(shown["keys"], json!([second]), "{shown}");
+
+    // Reads and rotations are audited; no key, signing or API, in the records or the logs.
+    let records = audit_records(&nats).await;
+    let summary: Vec<(String, String, u64)> = records
+        .iter()
+        .map(|(_, r)| {
+            let s = |f: &str| r[f].as_str().unwrap_or_default().to_owned();
+            (s("action"), s("name"), r["status"].as_u64().unwrap_or(0))
+        })
+        .collect();
+    let expect =
+        |action: &str, name: &str, status: u64| (action.to_owned(), name.to_owned(), status);
+    assert_eq!(
+        summary,
+        [
+            expect("readSecret", "orders", 200),
+            expect("readSecret", "orders", 404),
+            expect("readSecret", "sneaky", 409),
+            expect("rotateSecret", "orders", 200),
+            expect("rotateSecret", "orders", 200),
+            expect("readSecret", "orders", 200),
+        ],
+        "{records:?}"
+    );
+    let log = pipeline.log_text();
+    assert!(log.contains("DEBUG"), "debug logging is on");
+    assert!(log.contains("tenant API read of signing keys"));
+    let everything = format!("{records:?}{log}");
+    for key in [SECRET, SECRET_2, &first, &second] {
+        assert!(
+            !everything.contains(&key["whsec_".len()..]),
+            "a signing key leaked into the audit records or logs"
+        );
+    }
+    for key in [&acme, &globex] {
+        assert!(!everything.contains(key.as_str()), "an API key leaked");
+    }
 }

@@ -37,7 +37,7 @@ use super::{
 };
 use crate::{
     dataplane::replay::ReplayReport,
-    model::{EndpointKey, NamespaceData, TenantRoutes},
+    model::{EndpointKey, NamespaceData, TenantRoutes, signing_keys::DEFAULT_OVERLAP},
     resources::{
         EventSubscription, WebhookEndpoint,
         compile::{CompiledTenantReport, Policy, SecretData, compile_tenant},
@@ -106,6 +106,8 @@ pub struct Context {
     /// Namespace the operator (and the delivery Deployments) run in.
     pub operator_namespace: String,
     pub workloads: WorkloadSettings,
+    /// How long previous signing keys keep signing after a rotation (`--signing-key-overlap`).
+    pub signing_key_overlap: Duration,
     failures: Mutex<HashMap<String, u32>>,
     /// Config hash last applied per tenant, and when: reconciles of a namespace's endpoints
     /// arriving before the Deployment watch has caught up must not re-apply the workload.
@@ -128,9 +130,15 @@ impl Context {
             routes,
             operator_namespace,
             workloads,
+            signing_key_overlap: DEFAULT_OVERLAP,
             failures: Mutex::default(),
             applied: Mutex::default(),
         }
+    }
+
+    pub fn with_signing_key_overlap(mut self, overlap: Duration) -> Self {
+        self.signing_key_overlap = overlap;
+        self
     }
 
     /// Live (not being deleted) objects of a namespace.
@@ -337,6 +345,31 @@ impl Context {
             )
             .await;
         }
+        Ok(())
+    }
+
+    /// Applies `status.<field>` = `record` alone, under `manager`: the record of an action
+    /// asked for by annotation, so that each annotation value is acted on once.
+    pub async fn record_request<T: serde::Serialize>(
+        &self,
+        endpoint: &WebhookEndpoint,
+        field: &str,
+        record: &T,
+        manager: &str,
+    ) -> Result<(), Error> {
+        let patch = json!({
+            "apiVersion": WebhookEndpoint::api_version(&()),
+            "kind": WebhookEndpoint::kind(&()),
+            "status": { field: record },
+        });
+        let namespace = endpoint.namespace().unwrap_or_default();
+        Api::<WebhookEndpoint>::namespaced(self.client.clone(), &namespace)
+            .patch_status(
+                &endpoint.name_any(),
+                &PatchParams::apply(manager).force(),
+                &Patch::Apply(patch),
+            )
+            .await?;
         Ok(())
     }
 

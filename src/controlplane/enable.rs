@@ -6,13 +6,9 @@
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::{
-    Api, ResourceExt,
-    api::{Patch, PatchParams},
-};
-use serde_json::json;
+use kube::ResourceExt;
 
-use super::{context::Context, error::Error};
+use super::{context::Context, error::Error, replay::unhandled};
 use crate::{
     model::EndpointKey,
     resources::{WebhookEndpoint, webhook_endpoint::LastEnable},
@@ -24,13 +20,15 @@ pub const ENABLE_MANAGER: &str = "webhook-operator-enable";
 
 /// The annotation value not yet acted on, if any.
 pub fn pending_request(endpoint: &WebhookEndpoint) -> Option<&str> {
-    let value = endpoint.annotations().get(ENABLE_ANNOTATION)?;
-    let done = endpoint
+    let handled = endpoint
         .status
         .as_ref()
-        .and_then(|s| s.last_enable.as_ref())
-        .is_some_and(|last| last.requested == *value);
-    (!done).then_some(value.as_str())
+        .and_then(|s| s.last_enable.as_ref());
+    unhandled(
+        endpoint,
+        ENABLE_ANNOTATION,
+        handled.map(|last| last.requested.as_str()),
+    )
 }
 
 /// Re-enables the endpoint when its annotation asks for it, and records that in status.
@@ -52,18 +50,8 @@ pub async fn act_on_annotation(
         time: Time(Timestamp::now()),
         was_disabled,
     };
-    let patch = json!({
-        "apiVersion": "webhook-operator.io/v1alpha1",
-        "kind": "WebhookEndpoint",
-        "status": { "lastEnable": record },
-    });
-    let api: Api<WebhookEndpoint> = Api::namespaced(ctx.client.clone(), namespace);
-    api.patch_status(
-        &name,
-        &PatchParams::apply(ENABLE_MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
+    ctx.record_request(endpoint, "lastEnable", &record, ENABLE_MANAGER)
+        .await?;
     tracing::info!(endpoint = %format!("{namespace}/{name}"), was_disabled, "re-enable requested by annotation {ENABLE_ANNOTATION}");
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The WebhookEndpoint reconciler: signing Secret, validation into the Ready condition, routes
-//! and workload of its tenant, a requested dead-letter replay; on deletion, its routes and
-//! queued jobs go.
+//! and workload of its tenant, a requested dead-letter replay, signing key rotation and the
+//! expiry of previous keys; on deletion, its routes and queued jobs go.
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,7 +22,7 @@ use super::{
     context::{Context, backoff_key, created_secret},
     enable,
     error::Error,
-    replay,
+    replay, rotate,
     tenant::{self, MANAGER},
 };
 use crate::{
@@ -84,7 +84,10 @@ async fn apply(
     write_ready(endpoint, &desired, ctx).await?;
     tenant::sync(ctx, namespace, &report).await?;
     replay::reconcile(endpoint, namespace, ctx).await?;
-    Ok(Action::requeue(RESYNC))
+    let next_expiry = rotate::reconcile(endpoint, namespace, ctx).await?;
+    Ok(Action::requeue(
+        next_expiry.map_or(RESYNC, |due| due.min(RESYNC)),
+    ))
 }
 
 async fn cleanup(
@@ -107,9 +110,10 @@ async fn cleanup(
     Ok(Action::await_change())
 }
 
-/// Creates the missing signing Secret, owned by the endpoint so it goes with it; `None` when it
-/// turned out to exist already. Created once
-/// and never updated: a user who replaces the key (rotation) must not have it overwritten.
+/// Creates the missing signing Secret, owned by the endpoint so it goes with it (and managed
+/// for it: see [`crate::resources::signing_secret`]); `None` when it turned out to exist
+/// already. Never written over afterwards: only rotation changes its keys, through a patch
+/// that refuses to overwrite a concurrent change.
 async fn create_signing_secret(
     endpoint: &WebhookEndpoint,
     namespace: &str,

@@ -18,6 +18,8 @@ pub enum Error {
     Replay { endpoint: String, message: String },
     #[error("the controller's caches stopped before they were listed")]
     CachesClosed,
+    #[error("signing key: {0}")]
+    Rotation(#[from] super::key_rotation::RotationError),
 }
 
 impl Error {
@@ -30,6 +32,7 @@ impl Error {
             Self::Encode(_) => "encode",
             Self::Enable(_) => "nats",
             Self::CachesClosed => "kubernetes_api",
+            Self::Rotation(_) => "signing_secret",
         }
     }
 }

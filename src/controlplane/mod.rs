@@ -10,8 +10,10 @@ pub mod enable;
 pub mod endpoint;
 pub mod error;
 pub mod event_type;
+pub mod key_rotation;
 pub mod leader;
 pub mod replay;
+pub mod rotate;
 pub mod route_sink;
 pub mod status;
 pub mod subscription;
@@ -21,7 +23,7 @@ pub mod workloads;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use k8s_openapi::api::{
@@ -48,7 +50,7 @@ use crate::{
         route_store::{self, Scope},
         stats::{AutoDisableArgs, StatsFolder, StatsView},
     },
-    model::ObjectKind,
+    model::{ObjectKind, signing_keys},
     pipeline::{Connected, PipelineArgs},
     resources::{EventSubscription, EventType, WebhookEndpoint, compile},
     tenant_api::{self, TenantApiArgs},
@@ -67,6 +69,16 @@ pub struct ControllerArgs {
     pub auto_disable: AutoDisableArgs,
     #[command(flatten)]
     pub tenant_api: TenantApiArgs,
+    /// After a signing key rotation (annotation webhook-operator.io/rotate-signing-key, or the
+    /// tenant API without an overlap of its own), the previous keys keep signing this long,
+    /// then are removed (Go duration, at most 168h).
+    #[arg(
+        long,
+        env = "SIGNING_KEY_OVERLAP",
+        default_value = "24h",
+        value_parser = parse_overlap
+    )]
+    pub signing_key_overlap: Duration,
     /// Namespace the operator runs in (delivery Deployments go there too).
     #[arg(long, env = "POD_NAMESPACE", default_value = "webhook-operator")]
     pub namespace: String,
@@ -110,6 +122,7 @@ pub async fn run(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Res
         &args.tenant_api,
         client.clone(),
         connected.js.clone(),
+        args.signing_key_overlap,
         cancel.clone(),
     )
     .await?;
@@ -225,14 +238,17 @@ async fn lead(
             instance: Some(identity),
         },
     );
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        recorder,
-        stores,
-        sink,
-        args.namespace.clone(),
-        args.workloads.clone(),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            recorder,
+            stores,
+            sink,
+            args.namespace.clone(),
+            args.workloads.clone(),
+        )
+        .with_signing_key_overlap(args.signing_key_overlap),
+    );
 
     // A Secret, ConfigMap or delivery Deployment changing re-reconciles the endpoints of its
     // namespace (that reference it).
@@ -339,6 +355,11 @@ async fn lead(
         orphans
     );
     tracing::info!("stopped leading");
+}
+
+/// A Go duration no longer than [`signing_keys::MAX_OVERLAP`].
+fn parse_overlap(text: &str) -> Result<Duration, String> {
+    crate::pipeline::parse_duration(text).and_then(signing_keys::check_overlap)
 }
 
 /// Routes of namespaces that no longer have any endpoint (e.g. the namespace was deleted while

@@ -8,11 +8,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::{
-    Api, Resource, ResourceExt,
-    api::{Patch, PatchParams},
-};
-use serde_json::json;
+use kube::ResourceExt;
 
 use super::{context::Context, error::Error};
 use crate::{
@@ -37,6 +33,17 @@ pub fn operator_annotations(endpoint: &WebhookEndpoint) -> Option<u64> {
         .filter(|(key, _)| key.starts_with(ANNOTATION_PREFIX))
         .for_each(|entry| entry.hash(&mut hasher));
     Some(hasher.finish())
+}
+
+/// The value of `annotation` on `endpoint` unless it is `handled` (the value last acted on, as
+/// recorded in status): each value is acted on once.
+pub fn unhandled<'a>(
+    endpoint: &'a WebhookEndpoint,
+    annotation: &str,
+    handled: Option<&str>,
+) -> Option<&'a str> {
+    let value = endpoint.annotations().get(annotation)?.as_str();
+    (handled != Some(value)).then_some(value)
 }
 
 /// What the annotation asks for.
@@ -126,23 +133,14 @@ pub async fn reconcile(
             }
         }
     };
-    let patch = json!({
-        "apiVersion": WebhookEndpoint::api_version(&()),
-        "kind": WebhookEndpoint::kind(&()),
-        "status": { "lastReplay": record },
-    });
-    Api::<WebhookEndpoint>::namespaced(ctx.client.clone(), namespace)
-        .patch_status(
-            &endpoint.name_any(),
-            &PatchParams::apply(REPLAY_MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await?;
-    Ok(())
+    ctx.record_request(endpoint, "lastReplay", &record, REPLAY_MANAGER)
+        .await
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
     use crate::resources::{WebhookEndpointSpec, WebhookEndpointStatus};
 

@@ -19,7 +19,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::Time,
 };
 use kube::{
-    Client, Resource,
+    Client, Resource, ResourceExt,
     api::ObjectMeta,
     client::Body,
     runtime::{
@@ -81,11 +81,24 @@ impl ApiServer {
                     body: body.clone(),
                 });
                 let base = path.trim_end_matches("/status").to_owned();
+                let merge_patch = parts
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .is_some_and(|v| v == "application/merge-patch+json");
+                let not_found = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404});
                 let (status, answer) = match parts.method.as_str() {
-                    "GET" => (
-                        404,
-                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
-                    ),
+                    "GET" => match this.objects.lock().unwrap().get(&path) {
+                        Some(object) => (200, object.clone()),
+                        None => (404, not_found),
+                    },
+                    // Merge patches (a signing Secret's keys) change the remembered object.
+                    "PATCH" if merge_patch => match this.objects.lock().unwrap().get_mut(&path) {
+                        Some(object) => {
+                            json_patch::merge(object, &body);
+                            (200, object.clone())
+                        }
+                        None => (404, not_found),
+                    },
                     "DELETE" => (
                         200,
                         json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
@@ -294,6 +307,7 @@ impl Fixture {
             ),
             ..Default::default()
         };
+        self.api.remember(&secret);
         self.secrets
             .apply_watcher_event(&watcher::Event::Apply(secret));
     }
@@ -314,6 +328,43 @@ impl Fixture {
         };
         self.secrets
             .apply_watcher_event(&watcher::Event::Apply(secret));
+    }
+
+    /// The endpoint's signing Secret as the controller creates it (owned by the endpoint),
+    /// holding `keys` and `annotations`; in the cache and on the API server.
+    fn add_managed_secret(
+        &mut self,
+        endpoint: &WebhookEndpoint,
+        keys: &str,
+        annotations: &[(&str, String)],
+    ) -> Secret {
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(format!("{}-signing", endpoint.name_any())),
+                namespace: Some("acme".into()),
+                resource_version: Some("5".into()),
+                owner_references: endpoint.controller_owner_ref(&()).map(|o| vec![o]),
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.clone()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            data: Some([("secret".to_string(), ByteString(keys.as_bytes().to_vec()))].into()),
+            ..Default::default()
+        };
+        self.api.remember(&secret);
+        self.secrets
+            .apply_watcher_event(&watcher::Event::Apply(secret.clone()));
+        secret
+    }
+
+    /// The signing keys the API server holds for `secret` now.
+    fn stored_keys(&self, secret: &str) -> Value {
+        let path = format!("/api/v1/namespaces/acme/secrets/{secret}");
+        self.api.objects.lock().unwrap()[&path].clone()
     }
 
     fn add_config_map(&mut self, name: &str, key: &str, value: &str) {
@@ -1262,5 +1313,233 @@ async fn require_https_refuses_http_endpoints_and_reaches_the_delivery_pods() {
     assert_eq!(
         role.body["rules"][0]["resources"],
         json!(["secrets", "configmaps"])
+    );
+}
+
+/// The keys a stored Secret (as [`Fixture::stored_keys`] returns it) holds, newest first.
+fn keys_of(secret: &Value) -> Vec<String> {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    let encoded = secret["data"]["secret"].as_str().unwrap_or_default();
+    let decoded = STANDARD.decode(encoded).expect("base64");
+    String::from_utf8_lossy(&decoded)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn annotate(e: &mut WebhookEndpoint, key: &str, value: &str) {
+    e.metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(key.into(), value.into());
+}
+
+#[tokio::test]
+async fn the_rotate_annotation_puts_a_new_key_first_once_per_value() {
+    use super::rotate::ROTATE_ANNOTATION;
+    use crate::resources::signing_secret::{KEY_EXPIRY_ANNOTATION, ROTATION_REQUEST_ANNOTATION};
+
+    let mut f = Fixture::new();
+    let mut e = ready_endpoint(&mut f);
+    let old = SigningKeys::generate();
+    f.add_managed_secret(&e, &old, &[]);
+    annotate(&mut e, ROTATE_ANNOTATION, "first");
+    f.add_endpoint(&e);
+    let before = Timestamp::now();
+    endpoint::reconcile(Arc::new(e.clone()), f.ctx.clone())
+        .await
+        .expect("reconcile");
+
+    let writes = f.api.writes();
+    let secret_patch = writes
+        .iter()
+        .find(|c| c.method == "PATCH" && c.path.ends_with("/secrets/orders-signing"))
+        .expect("the Secret is patched");
+    assert_eq!(
+        secret_patch.body["metadata"]["resourceVersion"], "5",
+        "guarded by the version read"
+    );
+    let stored = f.stored_keys("orders-signing");
+    let keys = keys_of(&stored);
+    assert_eq!(keys.len(), 2, "{stored}");
+    assert_ne!(keys[0], old);
+    assert_eq!(keys[1], old, "the new key first, the old one kept");
+    let annotations = &stored["metadata"]["annotations"];
+    assert_eq!(annotations[ROTATION_REQUEST_ANNOTATION], "first");
+    let expiry: std::collections::BTreeMap<String, Timestamp> =
+        serde_json::from_str(annotations[KEY_EXPIRY_ANNOTATION].as_str().unwrap_or("{}"))
+            .expect("expiry map");
+    let day = jiff::SignedDuration::from_hours(24);
+    let old_expires = expiry[&crate::model::signing_keys::fingerprint(&old)];
+    assert!(old_expires >= before + day && old_expires <= Timestamp::now() + day);
+
+    let status = writes
+        .iter()
+        .find(|c| c.path.ends_with("/webhookendpoints/orders/status"))
+        .expect("lastRotation recorded");
+    assert!(
+        status
+            .query
+            .contains("fieldManager=webhook-operator-rotation")
+    );
+    let last = &status.body["status"]["lastRotation"];
+    assert_eq!(
+        (&last["requested"], &last["rotated"]),
+        (&json!("first"), &json!(true))
+    );
+    assert_eq!(
+        last["previousKeysExpire"]
+            .as_str()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .map(|t| t.as_second()),
+        Some(old_expires.as_second()),
+        "status times are in whole seconds"
+    );
+    let events = f.api.events();
+    assert!(
+        events.iter().any(|e| e["reason"] == "SigningKeyRotated"),
+        "{events:?}"
+    );
+    // No key material in status, Events or logs' inputs.
+    let observed = format!("{}{events:?}", status.body);
+    for key in &keys {
+        assert!(!observed.contains(&key["whsec_".len()..]), "{observed}");
+    }
+
+    // Recorded: the same value is not acted on again.
+    let recorded = serde_json::from_value(last.clone()).expect("lastRotation");
+    if let Some(status) = e.status.as_mut() {
+        status.last_rotation = Some(recorded);
+    }
+    f.add_endpoint(&e);
+    let calls = f.api.calls().len();
+    endpoint::reconcile(Arc::new(e.clone()), f.ctx.clone())
+        .await
+        .expect("reconcile");
+    assert_eq!(f.api.calls().len(), calls, "{:?}", &f.api.calls()[calls..]);
+    assert_eq!(keys_of(&f.stored_keys("orders-signing")), keys);
+
+    // A new value whose rotation reached the Secret before the controller stopped (status not
+    // written): recorded, not rotated a second time.
+    annotate(&mut e, ROTATE_ANNOTATION, "second");
+    f.add_endpoint(&e);
+    f.api
+        .objects
+        .lock()
+        .unwrap()
+        .get_mut("/api/v1/namespaces/acme/secrets/orders-signing")
+        .expect("secret")["metadata"]["annotations"][ROTATION_REQUEST_ANNOTATION] = json!("second");
+    endpoint::reconcile(Arc::new(e.clone()), f.ctx.clone())
+        .await
+        .expect("reconcile");
+    let later = &f.api.writes()[writes.len()..];
+    assert!(
+        later
+            .iter()
+            .all(|c| !(c.method == "PATCH" && c.path.contains("/secrets/"))),
+        "{later:?}"
+    );
+    assert_eq!(
+        later
+            .last()
+            .map(|c| c.body["status"]["lastRotation"]["requested"].clone()),
+        Some(json!("second"))
+    );
+    assert_eq!(keys_of(&f.stored_keys("orders-signing")), keys);
+}
+
+#[tokio::test]
+async fn previous_keys_are_removed_when_their_overlap_is_over() {
+    use crate::{
+        model::signing_keys::fingerprint, resources::signing_secret::KEY_EXPIRY_ANNOTATION,
+    };
+
+    let mut f = Fixture::new();
+    let e = ready_endpoint(&mut f);
+    f.add_endpoint(&e);
+    let (new, old) = (SigningKeys::generate(), SigningKeys::generate());
+    let expiry = |at: Timestamp| json!({ fingerprint(&old): at }).to_string();
+    // Still in its overlap: nothing to do, no API call.
+    let later = Timestamp::now() + jiff::SignedDuration::from_hours(1);
+    f.add_managed_secret(
+        &e,
+        &format!("{new} {old}"),
+        &[(KEY_EXPIRY_ANNOTATION, expiry(later))],
+    );
+    endpoint::reconcile(Arc::new(e.clone()), f.ctx.clone())
+        .await
+        .expect("reconcile");
+    assert!(f.api.calls().is_empty(), "{:?}", f.api.calls());
+
+    // Over: the old key goes, and with it the expiry annotation.
+    let past = Timestamp::now() - jiff::SignedDuration::from_secs(1);
+    f.add_managed_secret(
+        &e,
+        &format!("{new} {old}"),
+        &[(KEY_EXPIRY_ANNOTATION, expiry(past))],
+    );
+    endpoint::reconcile(Arc::new(e.clone()), f.ctx.clone())
+        .await
+        .expect("reconcile");
+    let stored = f.stored_keys("orders-signing");
+    assert_eq!(keys_of(&stored), [new]);
+    assert!(
+        stored["metadata"]["annotations"]
+            .get(KEY_EXPIRY_ANNOTATION)
+            .is_none(),
+        "{stored}"
+    );
+    let writes = f.api.writes();
+    assert_eq!(
+        writes.iter().map(|c| c.method.as_str()).collect::<Vec<_>>(),
+        ["GET", "PATCH"],
+        "read fresh, then patch: {writes:?}"
+    );
+    assert!(
+        f.api
+            .events()
+            .iter()
+            .any(|e| e["reason"] == "PreviousSigningKeysRemoved")
+    );
+}
+
+#[tokio::test]
+async fn a_secret_the_operator_does_not_manage_is_not_rotated() {
+    use super::rotate::ROTATE_ANNOTATION;
+
+    let mut f = Fixture::new();
+    // ready_endpoint's Secret is the user's: no owner reference, no annotation.
+    let mut e = ready_endpoint(&mut f);
+    annotate(&mut e, ROTATE_ANNOTATION, "now");
+    f.add_endpoint(&e);
+    endpoint::reconcile(Arc::new(e), f.ctx.clone())
+        .await
+        .expect("reconcile");
+    let writes = f.api.writes();
+    assert!(
+        writes
+            .iter()
+            .all(|c| c.method != "PATCH" || !c.path.contains("/secrets/")),
+        "{writes:?}"
+    );
+    let last = &writes.last().expect("lastRotation").body["status"]["lastRotation"];
+    assert_eq!(
+        (&last["requested"], &last["rotated"]),
+        (&json!("now"), &json!(false))
+    );
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is not managed for endpoint \"orders\""),
+        "{last}"
+    );
+    assert!(
+        f.api
+            .events()
+            .iter()
+            .any(|e| e["reason"] == "SecretNotManaged" && e["type"] == "Warning"),
+        "{:?}",
+        f.api.events()
     );
 }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::ResourceExt;
+use kube::{ResourceExt, api::ObjectMeta};
 use serde::de::DeserializeOwned;
 
 use crate::{
@@ -55,6 +55,9 @@ pub struct Manifests {
     pub event_types: BTreeMap<String, Vec<EventType>>,
     /// Secrets and ConfigMaps, by namespace.
     pub data: TenantData,
+    /// The metadata of those Secrets, by namespace and name: whether a Secret is managed for an
+    /// endpoint ([`crate::resources::signing_secret`]) is written there.
+    pub secret_meta: BTreeMap<(String, String), ObjectMeta>,
     /// Tenant API keys: Secrets labelled `webhook-operator.io/api-key=true`.
     pub api_keys: Vec<KeyRecord>,
     pub errors: Vec<ManifestError>,
@@ -204,13 +207,16 @@ fn add_document(manifests: &mut Manifests, document: &str) -> Result<(), String>
             let mut secret: Secret = typed(value, &label)?;
             let namespace = namespace_of(&mut secret.metadata.namespace);
             let data = secret_data(&secret);
-            let labels = secret.metadata.labels.unwrap_or_default();
+            let labels = secret.metadata.labels.clone().unwrap_or_default();
             if labels.get(API_KEY_LABEL).is_some_and(|v| v == "true") {
                 let record = record_from_secret(&namespace, &name, &data)
                     .map_err(|e| format!("{label} (API key): data {e}"))?;
                 manifests.api_keys.push(record);
                 return Ok(());
             }
+            manifests
+                .secret_meta
+                .insert((namespace.clone(), name.clone()), secret.metadata);
             manifests
                 .data
                 .entry(namespace)

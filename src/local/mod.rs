@@ -161,7 +161,9 @@ impl ManifestWatcher {
         };
         let mut hasher = DefaultHasher::new();
         files.hash(&mut hasher);
-        self.tenant_api.generation().hash(&mut hasher);
+        self.tenant_api
+            .revision(jiff::Timestamp::now())
+            .hash(&mut hasher);
         let fingerprint = hasher.finish();
         if self.fingerprint == Some(fingerprint) {
             return;

@@ -71,6 +71,8 @@ pub enum ApiError {
     },
     #[error("--admin-url {url}: {reason}")]
     AdminUrl { url: String, reason: String },
+    #[error("{command} needs a Kubernetes cluster (not --admin-url): {hint}")]
+    NeedsCluster { command: String, hint: String },
 }
 
 /// The way to the admin API.
@@ -119,6 +121,14 @@ impl AdminApi {
             encode(port)
         );
         Self::Proxy { client, prefix }
+    }
+
+    /// The Kubernetes client, when going through the API server.
+    pub fn kube_client(&self) -> Option<&kube::Client> {
+        match self {
+            Self::Proxy { client, .. } => Some(client),
+            Self::Direct { .. } => None,
+        }
     }
 
     /// Sends one request; a non-2xx answer is an error carrying the server's message.

@@ -1,12 +1,14 @@
-//! The kubectl plugin: `kubectl webhooks attempts|dead-letters|replay|send-test|enable|event ...`.
+//! The kubectl plugin: `kubectl webhooks attempts|dead-letters|replay|send-test|enable|event|rotate-secret ...`.
 //!
 //! The same binary: installed (or symlinked) as `kubectl-webhooks` on the PATH, kubectl runs it
 //! as `kubectl webhooks`; `webhook-operator kubectl ...` is the same command. It talks to the
 //! operator's admin API through the Kubernetes API server's service proxy, so the user's
 //! kubeconfig and RBAC (`services/proxy` in the operator's namespace) decide who may, or with
-//! `--admin-url` straight to an admin server (local mode, a port-forward).
+//! `--admin-url` straight to an admin server (local mode, a port-forward). Actions the
+//! controller takes through annotations (`rotate-secret`) go to the API server itself.
 
 mod admin_api;
+mod annotate;
 mod render;
 mod views;
 
@@ -143,6 +145,10 @@ pub enum PluginCommand {
         #[arg(long = "endpoint")]
         endpoints: Vec<String>,
     },
+    /// Rotate an endpoint's signing key: the operator puts a new key first in its Secret and
+    /// keeps the previous one signing for an overlap (sets the annotation
+    /// webhook-operator.io/rotate-signing-key; needs a cluster).
+    RotateSecret { endpoint: String },
 }
 
 fn parse_json(text: &str) -> Result<Value, String> {
@@ -273,6 +279,10 @@ pub async fn execute(
             ApiPath::new(&["v1", "events", namespace, id], &[]),
             None,
         ),
+        // Not the admin API's: an annotation, through the Kubernetes API server.
+        PluginCommand::RotateSecret { endpoint } => {
+            return annotate::rotate_secret(api, namespace, endpoint, output).await;
+        }
         PluginCommand::Redeliver { id, endpoints } => {
             let body = (!endpoints.is_empty()).then(|| json!({ "endpoints": endpoints }));
             (
@@ -344,6 +354,8 @@ pub async fn execute(
             let event: views::Event = parse(&request, answer)?;
             render::event(&event, now)
         }
+        // Answered above, without the admin API.
+        PluginCommand::RotateSecret { .. } => pretty(&answer),
         PluginCommand::Redeliver { id, .. } => {
             let redelivered: views::Redelivered = parse(&request, answer)?;
             format!(

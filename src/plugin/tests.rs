@@ -364,3 +364,73 @@ async fn an_unexpected_answer_is_an_error_naming_the_request() {
     let cause = std::error::Error::source(&error).unwrap().to_string();
     assert!(cause.contains("expected a sequence"), "{cause}");
 }
+
+#[tokio::test]
+async fn rotate_secret_annotates_the_endpoint_through_the_api_server() {
+    let endpoint = json!({
+        "apiVersion": "webhook-operator.io/v1alpha1", "kind": "WebhookEndpoint",
+        "metadata": {"name": "orders", "namespace": "acme"}, "spec": {"url": "https://a.example"},
+    });
+    let not_found = json!({
+        "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+        "message": "webhookendpoints.webhook-operator.io \"nope\" not found",
+    });
+    let (api, seen) = api_server(vec![(200, endpoint), (404, not_found)]);
+    let rotate = |name: &str| PluginCommand::RotateSecret {
+        endpoint: name.into(),
+    };
+    let text = execute(&rotate("orders"), &api, "acme", Output::Table)
+        .await
+        .unwrap();
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0].method, "PATCH");
+    assert!(
+        seen[0].uri.starts_with(
+            "/apis/webhook-operator.io/v1alpha1/namespaces/acme/webhookendpoints/orders?"
+        ),
+        "straight to the resource, not the admin API: {}",
+        seen[0].uri
+    );
+    assert_eq!(
+        seen[0].content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
+    let body: Value = serde_json::from_slice(&seen[0].body).unwrap();
+    let value = body["metadata"]["annotations"]["webhook-operator.io/rotate-signing-key"]
+        .as_str()
+        .unwrap();
+    assert!(value.parse::<jiff::Timestamp>().is_ok(), "{value}");
+    assert_eq!(
+        body.as_object().map(|o| o.len()),
+        Some(1),
+        "only the annotation"
+    );
+    assert!(
+        text.contains("rotate the signing key of acme/orders") && text.contains(value),
+        "{text}"
+    );
+    assert!(text.contains(".status.lastRotation"), "{text}");
+
+    let error = execute(&rotate("nope"), &api, "acme", Output::Table)
+        .await
+        .unwrap_err();
+    let chain = format!("{error}: {}", std::error::Error::source(&error).unwrap());
+    assert!(
+        chain.contains("acme/nope") && chain.contains("not found"),
+        "{chain}"
+    );
+
+    // An admin URL (local mode) has no API server to annotate through.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let direct = AdminApi::direct(&"http://127.0.0.1:9".parse().unwrap()).unwrap();
+    let error = execute(&rotate("orders"), &direct, "acme", Output::Table)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("needs a Kubernetes cluster")
+            && error.contains("/v1/tenant/endpoints/orders/secret/rotate"),
+        "{error}"
+    );
+}

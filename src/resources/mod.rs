@@ -6,6 +6,7 @@ pub mod event_subscription;
 pub mod event_type;
 pub mod filter;
 pub mod object_data;
+pub mod signing_secret;
 pub mod webhook_endpoint;
 
 pub use event_subscription::{EventSubscription, EventSubscriptionSpec, EventSubscriptionStatus};

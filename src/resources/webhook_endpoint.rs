@@ -239,6 +239,10 @@ pub struct WebhookEndpointStatus {
     /// `webhook-operator.io/replay-dead-letters`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_replay: Option<LastReplay>,
+    /// The last signing key rotation asked for with the annotation
+    /// `webhook-operator.io/rotate-signing-key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation: Option<LastRotation>,
 }
 
 /// A re-enable requested with the `webhook-operator.io/enable` annotation, as acted on (once
@@ -265,6 +269,25 @@ pub struct LastReplay {
     /// Dead letters queued for delivery again.
     pub replayed: i64,
     /// Why nothing was replayed (an invalid time), or what was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A signing key rotation requested with the `webhook-operator.io/rotate-signing-key`
+/// annotation, as acted on (once per annotation value). Never holds a key.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastRotation {
+    /// The annotation value acted on.
+    pub requested: String,
+    /// When the controller acted on it.
+    pub time: Time,
+    /// Whether a new key was put first in the signing Secret.
+    pub rotated: bool,
+    /// When the previous keys stop signing (they are then removed from the Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_keys_expire: Option<Time>,
+    /// Why the rotation was refused (e.g. a Secret the operator does not manage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

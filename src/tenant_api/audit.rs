@@ -1,6 +1,7 @@
-//! The audit trail of the tenant API: one record per change attempted with a valid key (who =
-//! key id and tenant, what, when, result), as a tracing line (target `audit`) and in the
-//! JetStream stream `WEBHOOK_AUDIT` (subject `webhook.audit.<tenant>`). Never the key itself.
+//! The audit trail of the tenant API: one record per change, and per read of signing keys,
+//! attempted with a valid key (who = key id and tenant, what, when, result), as a tracing line
+//! (target `audit`) and in the JetStream stream `WEBHOOK_AUDIT` (subject
+//! `webhook.audit.<tenant>`). Never an API key, never a signing key.
 
 use std::time::Duration;
 
@@ -13,11 +14,15 @@ use crate::dataplane::{publisher::publish_durably, topology::audit_subject};
 
 /// What was attempted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "camelCase")]
 pub enum Action {
     Create,
     Replace,
     Delete,
+    /// An endpoint's signing keys were asked for.
+    ReadSecret,
+    /// An endpoint's signing key was rotated.
+    RotateSecret,
 }
 
 /// How it ended.
@@ -92,6 +97,10 @@ impl AuditSink for JetStreamAudit {
 
 /// The tracing line, written for every record whatever happens to the stream.
 pub fn log(record: &AuditRecord) {
+    let what = match record.action {
+        Action::ReadSecret => "tenant API read of signing keys",
+        _ => "tenant API change",
+    };
     tracing::info!(
         target: "audit",
         tenant = %record.tenant,
@@ -102,6 +111,6 @@ pub fn log(record: &AuditRecord) {
         outcome = ?record.outcome,
         status = record.status,
         reason = record.reason.as_deref().unwrap_or(""),
-        "tenant API change"
+        "{what}"
     );
 }

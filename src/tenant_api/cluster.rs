@@ -1,9 +1,10 @@
 //! The tenant API in a cluster: objects through the Kubernetes API with the controller's client,
 //! keys from the labelled Secrets of every namespace (a watch, in every controller replica).
 
-use std::{collections::BTreeMap, fmt::Debug, sync::Arc};
+use std::{collections::BTreeMap, fmt::Debug, sync::Arc, time::Duration};
 
 use futures::{FutureExt, StreamExt, future::BoxFuture};
+use jiff::Timestamp;
 use k8s_openapi::{NamespaceResourceScope, api::core::v1::Secret};
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -17,9 +18,12 @@ use tokio_util::sync::CancellationToken;
 use super::{
     KeysRx,
     keys::{API_KEY_LABEL, KeyIndex, record_from_secret},
-    store::{self, Kind, Object, Spec, StoreError, TenantStore},
+    store::{self, Kind, Object, SigningSecret, Spec, StoreError, TenantStore},
 };
-use crate::resources::{EventSubscription, WebhookEndpoint};
+use crate::{
+    controlplane::key_rotation::{self, RotationError},
+    resources::{EventSubscription, WebhookEndpoint},
+};
 
 /// Field manager of the objects the API creates and replaces.
 pub const MANAGER: &str = "webhook-operator-tenant-api";
@@ -155,6 +159,58 @@ impl KubeStore {
     }
 }
 
+impl KubeStore {
+    async fn endpoint(&self, namespace: &str, name: &str) -> Result<WebhookEndpoint, StoreError> {
+        self.api::<WebhookEndpoint>(namespace)
+            .get(name)
+            .await
+            .map_err(|e| store_error(Kind::Endpoint, name, e))
+    }
+
+    async fn read_signing_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<SigningSecret, StoreError> {
+        let endpoint = self.endpoint(namespace, name).await?;
+        let current = key_rotation::current(&self.client, &endpoint)
+            .await
+            .map_err(|e| rotation_error(name, e))?;
+        Ok(SigningSecret {
+            secret: current.secret,
+            ring: current.ring,
+        })
+    }
+
+    /// The controller's rotation ([`key_rotation::rotate`]), on the tenant's behalf.
+    async fn rotate(
+        &self,
+        namespace: &str,
+        name: &str,
+        overlap: Duration,
+    ) -> Result<SigningSecret, StoreError> {
+        let endpoint = self.endpoint(namespace, name).await?;
+        let changed =
+            key_rotation::rotate(&self.client, &endpoint, overlap, Timestamp::now(), None)
+                .await
+                .map_err(|e| rotation_error(name, e))?;
+        Ok(SigningSecret {
+            secret: changed.secret,
+            ring: changed.ring,
+        })
+    }
+}
+
+/// What a signing Secret's read or rotation for endpoint `name` failed with, as the tenant may
+/// see it.
+fn rotation_error(name: &str, error: RotationError) -> StoreError {
+    match error {
+        RotationError::Secret(error) => error.into(),
+        RotationError::Kube(error) => store_error(Kind::Endpoint, name, error),
+        contended @ RotationError::Contended(_) => StoreError::Conflict(contended.to_string()),
+    }
+}
+
 impl TenantStore for KubeStore {
     fn list<'a>(
         &'a self,
@@ -242,6 +298,23 @@ impl TenantStore for KubeStore {
                 .delete_kind::<EventSubscription>(namespace, kind, name)
                 .boxed(),
         }
+    }
+
+    fn signing_secret<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<SigningSecret, StoreError>> {
+        self.read_signing_secret(namespace, name).boxed()
+    }
+
+    fn rotate_signing_key<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        overlap: Duration,
+    ) -> BoxFuture<'a, Result<SigningSecret, StoreError>> {
+        self.rotate(namespace, name, overlap).boxed()
     }
 }
 

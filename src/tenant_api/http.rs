@@ -1,6 +1,6 @@
 //! The HTTP side: routes, authentication, and the mapping of outcomes to status codes.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
@@ -8,7 +8,7 @@ use axum::{
     extract::{DefaultBodyLimit, FromRequestParts, Path, State, rejection::BytesRejection},
     http::{HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use jiff::Timestamp;
 use serde_json::json;
@@ -17,7 +17,7 @@ use super::{
     KeysRx,
     audit::{Action, AuditRecord, AuditSink, Outcome},
     keys::Principal,
-    store::{Kind, Object, Spec, StoreError, TenantStore},
+    store::{Kind, Object, SigningSecret, Spec, StoreError, TenantStore},
     validate::{self, Invalid},
 };
 
@@ -29,9 +29,12 @@ pub struct TenantApiState {
     pub store: Arc<dyn TenantStore>,
     pub keys: KeysRx,
     pub audit: Arc<dyn AuditSink>,
+    /// Overlap of a rotation whose body names none (`--signing-key-overlap`).
+    pub default_overlap: Duration,
 }
 
-/// `/v1/tenant` (who am I), `/v1/tenant/{endpoints|subscriptions}[/{name}]`.
+/// `/v1/tenant` (who am I), `/v1/tenant/{endpoints|subscriptions}[/{name}]`, and an endpoint's
+/// signing keys: `/v1/tenant/endpoints/{name}/secret[/rotate]`.
 pub fn router(state: TenantApiState) -> Router {
     Router::new()
         .route("/v1/tenant", get(whoami))
@@ -39,6 +42,11 @@ pub fn router(state: TenantApiState) -> Router {
         .route(
             "/v1/tenant/{collection}/{name}",
             get(read).put(replace).delete(delete),
+        )
+        .route("/v1/tenant/endpoints/{name}/secret", get(read_secret))
+        .route(
+            "/v1/tenant/endpoints/{name}/secret/rotate",
+            post(rotate_secret),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -71,6 +79,8 @@ impl ApiError {
                 StoreError::AlreadyExists { .. } | StoreError::Conflict(_) => StatusCode::CONFLICT,
                 StoreError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 StoreError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                // The endpoint is there; its Secret is not (yet) one to show or rotate.
+                StoreError::SigningSecret(_) => StatusCode::CONFLICT,
             },
         }
     }
@@ -89,6 +99,7 @@ impl ApiError {
                 StoreError::Conflict(_) => "Conflict",
                 StoreError::Rejected(_) => "Invalid",
                 StoreError::Unavailable => "Unavailable",
+                StoreError::SigningSecret(error) => error.reason(),
             },
         }
     }
@@ -329,6 +340,88 @@ async fn delete(
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => error.into_response(),
     }
+}
+
+/// The endpoint's signing keys, newest first (what Svix's `GET .../secret` answers, and every
+/// key that signs). Audited like a change: it hands out key material.
+async fn read_secret(
+    State(state): State<TenantApiState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+) -> Response {
+    let result = match existing_name(Kind::Endpoint, &name) {
+        Ok(()) => state
+            .store
+            .signing_secret(&caller.namespace, &name)
+            .await
+            .map_err(ApiError::Store),
+        Err(error) => Err(error),
+    };
+    audited_secret(&state, &caller, Action::ReadSecret, &name, result).await
+}
+
+/// Puts a fresh key first; the previous keys keep signing for the body's `overlap` (or the
+/// default). Answers like [`read_secret`], the new key first.
+async fn rotate_secret(
+    State(state): State<TenantApiState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = async {
+        existing_name(Kind::Endpoint, &name)?;
+        let body = read_body(body)?;
+        let overlap = validate::overlap(&body, state.default_overlap).map_err(ApiError::Invalid)?;
+        state
+            .store
+            .rotate_signing_key(&caller.namespace, &name, overlap)
+            .await
+            .map_err(ApiError::Store)
+    }
+    .await;
+    audited_secret(&state, &caller, Action::RotateSecret, &name, result).await
+}
+
+/// Audits a read or rotation of endpoint `name`'s signing keys, then answers with them.
+async fn audited_secret(
+    state: &TenantApiState,
+    caller: &Principal,
+    action: Action,
+    name: &str,
+    result: Result<SigningSecret, ApiError>,
+) -> Response {
+    audit(
+        state,
+        caller,
+        action,
+        Kind::Endpoint,
+        name,
+        &result,
+        StatusCode::OK,
+    )
+    .await;
+    match result {
+        Ok(secret) => secret_response(&secret),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `{"key", "keys", "secretName", "previousKeysExpire"?}`, never cached on the way.
+fn secret_response(secret: &SigningSecret) -> Response {
+    let keys: Vec<&str> = secret.ring.keys().collect();
+    let mut body = json!({
+        "key": keys.first(),
+        "keys": keys,
+        "secretName": secret.secret,
+    });
+    if let Some(at) = secret.ring.previous_keys_expire() {
+        body["previousKeysExpire"] = json!(at);
+    }
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {

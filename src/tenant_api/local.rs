@@ -3,21 +3,30 @@
 //! The manifests stay the source of what they define: the API shows those objects but refuses to
 //! change or delete them (409). Objects created through the API live in this process only and are
 //! gone after a restart. A file that later defines the same name wins over the API's object.
+//!
+//! Signing keys are read from the manifests' Secrets. A rotation through the API is kept in
+//! memory too, over the file's value it started from: delivery signs with the rotated keys until
+//! the process restarts or the file's value changes (the file wins again).
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use futures::{FutureExt, future::BoxFuture};
-use kube::ResourceExt;
+use jiff::Timestamp;
+use kube::{ResourceExt, api::ObjectMeta};
 use tokio::sync::watch;
 
 use super::{
     KeysRx,
     keys::KeyIndex,
-    store::{self, Kind, Object, Spec, StoreError, TenantStore},
+    store::{self, Kind, Object, SigningSecret, Spec, StoreError, TenantStore},
 };
 use crate::{
     local::manifests::Manifests,
-    resources::{EventSubscription, WebhookEndpoint},
+    model::signing_keys::{KeyRing, SigningKeys},
+    resources::{
+        EventSubscription, WebhookEndpoint, compile,
+        signing_secret::{self, SigningSecretError},
+    },
 };
 
 /// `(namespace, name)`.
@@ -28,8 +37,43 @@ type Key = (String, String);
 pub struct Objects {
     pub endpoints: BTreeMap<Key, WebhookEndpoint>,
     pub subscriptions: BTreeMap<Key, EventSubscription>,
+    /// What the files define: their Secrets.
+    pub secrets: BTreeMap<Key, FileSecret>,
+    /// What the API changed: signing Secrets rotated through it, by Secret.
+    pub rotated: BTreeMap<Key, Rotated>,
     /// Bumped on every change, so the manifest watcher knows to recompile.
     pub generation: u64,
+}
+
+/// A Secret as a manifest defines it.
+#[derive(Debug, Clone)]
+pub struct FileSecret {
+    meta: ObjectMeta,
+    data: BTreeMap<String, Vec<u8>>,
+}
+
+/// A signing Secret's keys after a rotation through the API, and the file's value (under `key`)
+/// they replace. `Debug` never prints either.
+#[derive(Clone)]
+pub struct Rotated {
+    key: String,
+    base: Vec<u8>,
+    ring: KeyRing,
+}
+
+impl std::fmt::Debug for Rotated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Rotated({:?}, {:?})", self.key, self.ring)
+    }
+}
+
+impl Rotated {
+    /// The keys still signing at `now`.
+    fn at(&self, now: Timestamp) -> KeyRing {
+        let mut ring = self.ring.clone();
+        ring.drop_expired(now);
+        ring
+    }
 }
 
 impl Objects {
@@ -46,9 +90,23 @@ impl Objects {
                 })
                 .collect()
         }
+        let secrets = manifests
+            .secret_meta
+            .iter()
+            .filter_map(|((namespace, name), meta)| {
+                let data = manifests.data.get(namespace)?.secrets.get(name)?;
+                let secret = FileSecret {
+                    meta: meta.clone(),
+                    data: data.clone(),
+                };
+                Some(((namespace.clone(), name.clone()), secret))
+            })
+            .collect();
         Self {
             endpoints: by_key(&manifests.endpoints),
             subscriptions: by_key(&manifests.subscriptions),
+            secrets,
+            rotated: BTreeMap::new(),
             generation: 0,
         }
     }
@@ -117,9 +175,17 @@ pub fn store() -> (MemoryStore, LocalLink, KeysRx) {
 }
 
 impl LocalLink {
-    /// Generation of the API's objects: part of the watcher's fingerprint.
-    pub fn generation(&self) -> u64 {
-        self.created.borrow().generation
+    /// What the API changed, as of `now`: part of the watcher's fingerprint. Besides the
+    /// generation it counts the rotated keys whose overlap is over, so that their expiry
+    /// reaches delivery like any change.
+    pub fn revision(&self, now: Timestamp) -> (u64, usize) {
+        let created = self.created.borrow();
+        let expired = created
+            .rotated
+            .values()
+            .map(|r| r.ring.len() - r.at(now).len())
+            .sum();
+        (created.generation, expired)
     }
 
     /// Resolves when the API changed an object. Never, once the API is gone.
@@ -136,6 +202,22 @@ impl LocalLink {
         self.keys
             .send_replace(Some(Arc::new(KeyIndex::new(manifests.api_keys.clone()))));
         let created = self.created.borrow_and_update().clone();
+        let now = Timestamp::now();
+        for ((namespace, name), rotated) in &created.rotated {
+            let value = manifests
+                .data
+                .get_mut(namespace)
+                .and_then(|d| d.secrets.get_mut(name))
+                .and_then(|s| s.get_mut(&rotated.key));
+            match value {
+                Some(value) if *value == rotated.base => {
+                    *value = rotated.at(now).value().into_bytes();
+                }
+                _ => {
+                    tracing::warn!(%namespace, secret = %name, "signing Secret changed in its manifest since its key was rotated through the tenant API: the file wins")
+                }
+            }
+        }
         for ((namespace, name), endpoint) in created.endpoints {
             if shadowed(&files, Kind::Endpoint, &namespace, &name) {
                 continue;
@@ -201,6 +283,47 @@ impl MemoryStore {
         });
         result.unwrap_or(Err(StoreError::Unavailable))
     }
+}
+
+/// The current keys of endpoint `name`'s signing Secret: the file's, or the API's rotation of
+/// them while the file's value is the one rotated. Returns also the Secret's key and the file's
+/// value (what a rotation starts from).
+fn signing_keys(
+    files: &Objects,
+    created: &Objects,
+    namespace: &str,
+    name: &str,
+    now: Timestamp,
+) -> Result<(SigningSecret, Key, String, Vec<u8>), StoreError> {
+    let key = MemoryStore::key(namespace, name);
+    let endpoint = files
+        .endpoints
+        .get(&key)
+        .or_else(|| created.endpoints.get(&key))
+        .ok_or_else(|| StoreError::NotFound {
+            kind: Kind::Endpoint.kind(),
+            name: name.to_owned(),
+        })?;
+    let reference = compile::secret_ref(endpoint);
+    let secret_key = MemoryStore::key(namespace, &reference.name);
+    let file = files
+        .secrets
+        .get(&secret_key)
+        .ok_or_else(|| SigningSecretError::NotFound {
+            secret: reference.name.clone(),
+        })?;
+    let value = file.data.get(&reference.key);
+    let ring = signing_secret::key_ring(endpoint, &file.meta, value.map(Vec::as_slice))?;
+    let base = value.cloned().unwrap_or_default();
+    let ring = match created.rotated.get(&secret_key) {
+        Some(rotated) if rotated.key == reference.key && rotated.base == base => rotated.at(now),
+        _ => ring,
+    };
+    let shown = SigningSecret {
+        secret: reference.name,
+        ring,
+    };
+    Ok((shown, secret_key, reference.key, base))
 }
 
 impl TenantStore for MemoryStore {
@@ -334,6 +457,45 @@ impl TenantStore for MemoryStore {
         };
         async move { result }.boxed()
     }
+
+    fn signing_secret<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<SigningSecret, StoreError>> {
+        let result = signing_keys(
+            &self.files.borrow(),
+            &self.created.borrow(),
+            namespace,
+            name,
+            Timestamp::now(),
+        )
+        .map(|(shown, ..)| shown);
+        async move { result }.boxed()
+    }
+
+    fn rotate_signing_key<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        overlap: Duration,
+    ) -> BoxFuture<'a, Result<SigningSecret, StoreError>> {
+        let now = Timestamp::now();
+        let files = self.files.borrow().clone();
+        let result = self.modify(|created| {
+            let (mut shown, secret, key, base) =
+                signing_keys(&files, created, namespace, name, now)?;
+            shown.ring.rotate(SigningKeys::generate(), now, overlap);
+            let rotated = Rotated {
+                key,
+                base,
+                ring: shown.ring.clone(),
+            };
+            created.rotated.insert(secret, rotated);
+            Ok(shown)
+        });
+        async move { result }.boxed()
+    }
 }
 
 #[cfg(test)]
@@ -407,7 +569,7 @@ mod tests {
         ));
 
         // The watcher compiles both, and wakes up for the API's change.
-        let generation = link.generation();
+        let generation = link.revision(Timestamp::now()).0;
         assert!(generation > 0);
         let mut manifests = manifests_with_file_endpoint();
         link.merge(&mut manifests);
@@ -429,13 +591,67 @@ mod tests {
             .await
             .unwrap();
         store.delete("acme", Kind::Endpoint, "api").await.unwrap();
-        assert!(link.generation() > generation);
+        assert!(link.revision(Timestamp::now()).0 > generation);
         let mut manifests = manifests_with_file_endpoint();
         link.merge(&mut manifests);
         assert_eq!(manifests.endpoints["acme"].len(), 1);
         assert_eq!(manifests.subscriptions["acme"].len(), 1);
         assert!(matches!(
             store.delete("acme", Kind::Endpoint, "api").await,
+            Err(StoreError::NotFound { .. })
+        ));
+    }
+
+    /// Manifests of endpoint `orders` and its Secret holding `value`, handed over to it.
+    fn manifests_with_signing_secret(value: &str) -> Manifests {
+        let text = format!(
+            "apiVersion: webhook-operator.io/v1alpha1\nkind: WebhookEndpoint\nmetadata: {{ name: orders, namespace: acme }}\nspec: {{ url: \"https://orders.example\" }}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{ name: orders-signing, namespace: acme, annotations: {{ webhook-operator.io/signing-key-for: orders }} }}\nstringData: {{ secret: \"{value}\" }}\n"
+        );
+        crate::local::manifests::load(&[(std::path::PathBuf::from("acme.yaml"), text)])
+    }
+
+    fn delivered_value(manifests: &Manifests) -> String {
+        String::from_utf8_lossy(&manifests.data["acme"].secrets["orders-signing"]["secret"])
+            .into_owned()
+    }
+
+    #[tokio::test]
+    async fn rotations_live_in_memory_until_the_file_changes() {
+        let (store, mut link, _keys) = store();
+        let old = SigningKeys::generate();
+        let mut manifests = manifests_with_signing_secret(&old);
+        assert!(manifests.errors.is_empty(), "{:?}", manifests.errors);
+        link.merge(&mut manifests);
+        let shown = store.signing_secret("acme", "orders").await.unwrap();
+        assert_eq!(shown.ring.keys().collect::<Vec<_>>(), [old.as_str()]);
+
+        let hour = Duration::from_secs(3600);
+        let rotated = store
+            .rotate_signing_key("acme", "orders", hour)
+            .await
+            .unwrap();
+        let keys: Vec<String> = rotated.ring.keys().map(str::to_owned).collect();
+        assert_eq!((keys.len(), keys[1].as_str()), (2, old.as_str()));
+        // What delivery gets: the rotated keys, in place of the file's value.
+        let mut manifests = manifests_with_signing_secret(&old);
+        link.merge(&mut manifests);
+        assert_eq!(delivered_value(&manifests), keys.join(" "));
+        let later = Timestamp::now() + jiff::SignedDuration::from_hours(2);
+        assert_eq!(
+            link.revision(later).1,
+            1,
+            "the old key's expiry is a change"
+        );
+
+        // Someone edits the file: it wins, and the API shows what it holds.
+        let edited = SigningKeys::generate();
+        let mut manifests = manifests_with_signing_secret(&edited);
+        link.merge(&mut manifests);
+        assert_eq!(delivered_value(&manifests), edited);
+        let shown = store.signing_secret("acme", "orders").await.unwrap();
+        assert_eq!(shown.ring.keys().collect::<Vec<_>>(), [edited.as_str()]);
+        assert!(matches!(
+            store.signing_secret("globex", "orders").await,
             Err(StoreError::NotFound { .. })
         ));
     }

@@ -4,7 +4,7 @@
 //! - [`keys`]: issuing and checking keys (SHA-256 digests in labelled Secrets).
 //! - [`validate`]: request bodies, through the controller's compile step.
 //! - [`store`]: where objects live: [`cluster`] (Kubernetes API) or [`local`] (memory).
-//! - [`audit`]: a record of every change.
+//! - [`audit`]: a record of every change, and of every read of signing keys.
 //! - [`http`]: routes and status codes; [`cli`]: `webhook-operator api-key`.
 //!
 //! It has its own listener (`--tenant-api-listen`, off by default) rather than a route on the
@@ -23,11 +23,12 @@ pub mod validate;
 #[cfg(test)]
 mod tests;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::model::signing_keys::DEFAULT_OVERLAP;
 pub use http::{TenantApiState, router};
 use keys::KeyIndex;
 
@@ -62,10 +63,12 @@ pub async fn start(
 }
 
 /// In a cluster: objects through the Kubernetes API, keys from Secrets, audit to JetStream.
+/// `default_overlap`: the controller's `--signing-key-overlap`.
 pub async fn start_in_cluster(
     args: &TenantApiArgs,
     client: kube::Client,
     js: async_nats::jetstream::Context,
+    default_overlap: Duration,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let Some(listen) = args.tenant_api_listen else {
@@ -75,6 +78,7 @@ pub async fn start_in_cluster(
         store: Arc::new(cluster::KubeStore::new(client.clone())),
         keys: cluster::watch_keys(client, cancel.clone()),
         audit: Arc::new(audit::JetStreamAudit { js }),
+        default_overlap,
     };
     start(listen, state, cancel).await
 }
@@ -91,6 +95,7 @@ pub async fn start_local(
             store: Arc::new(store),
             keys,
             audit: Arc::new(audit::JetStreamAudit { js }),
+            default_overlap: DEFAULT_OVERLAP,
         };
         start(listen, state, cancel).await?;
     }

@@ -1,13 +1,19 @@
 //! Where the tenant API keeps objects: the Kubernetes API in a cluster ([`super::cluster`]), memory
 //! in local mode ([`super::local`]). Every call is scoped to one namespace, the caller's.
 
+use std::time::Duration;
+
 use futures::future::BoxFuture;
 use kube::ResourceExt;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::resources::{
-    EventSubscription, EventSubscriptionSpec, WebhookEndpoint, WebhookEndpointSpec,
+use crate::{
+    model::signing_keys::KeyRing,
+    resources::{
+        EventSubscription, EventSubscriptionSpec, WebhookEndpoint, WebhookEndpointSpec,
+        signing_secret::SigningSecretError,
+    },
 };
 
 /// The two kinds the API manages.
@@ -115,6 +121,17 @@ pub enum StoreError {
     /// Details are logged, not shown: they describe the operator's installation, not the request.
     #[error("the object store is unavailable; try again")]
     Unavailable,
+    /// The endpoint's signing Secret is missing, not managed for it, or unreadable.
+    #[error(transparent)]
+    SigningSecret(#[from] SigningSecretError),
+}
+
+/// An endpoint's signing keys, for its tenant. `Debug` never prints them.
+#[derive(Debug, Clone)]
+pub struct SigningSecret {
+    /// The Secret's name.
+    pub secret: String,
+    pub ring: KeyRing,
 }
 
 /// Objects of one namespace at a time.
@@ -149,4 +166,18 @@ pub trait TenantStore: Send + Sync {
         kind: Kind,
         name: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The signing keys of endpoint `name`, if its Secret is managed for it
+    /// ([`crate::resources::signing_secret`]).
+    fn signing_secret<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<SigningSecret, StoreError>>;
+    /// Puts a fresh key first; the keys there keep signing for `overlap`.
+    fn rotate_signing_key<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        overlap: Duration,
+    ) -> BoxFuture<'a, Result<SigningSecret, StoreError>>;
 }

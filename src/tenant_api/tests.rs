@@ -6,6 +6,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use base64::{Engine, engine::general_purpose::STANDARD};
 use futures::{FutureExt, future::BoxFuture};
 use http::{Request, Response};
 use kube::{Client, client::Body};
@@ -18,6 +19,7 @@ use super::{
     cluster::KubeStore,
     keys::{ApiKey, KeyIndex, key_secret},
 };
+use crate::model::signing_keys::{SigningKeys, fingerprint};
 
 const ENDPOINTS: &str = "/apis/webhook-operator.io/v1alpha1/namespaces";
 
@@ -116,6 +118,23 @@ impl MockApi {
                 objects.insert(path.to_owned(), body.clone());
                 (200, body)
             }
+            // Merge patches (a signing Secret's rotation), with resourceVersion as a precondition.
+            ("PATCH", false) => {
+                let Some(stored) = objects.get_mut(path) else {
+                    return (404, status(404, "NotFound"));
+                };
+                let version: u64 = stored["metadata"]["resourceVersion"]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let asked = &body["metadata"]["resourceVersion"];
+                if asked.is_string() && *asked != json!(version.to_string()) {
+                    return (409, status(409, "Conflict"));
+                }
+                json_patch::merge(stored, &body);
+                stored["metadata"]["resourceVersion"] = json!((version + 1).to_string());
+                (200, stored.clone())
+            }
             ("DELETE", false) => match objects.remove(path) {
                 Some(_) => (
                     200,
@@ -131,16 +150,53 @@ impl MockApi {
         let path = format!("{ENDPOINTS}/{namespace}/webhookendpoints/{name}");
         let object = json!({
             "apiVersion": "webhook-operator.io/v1alpha1", "kind": "WebhookEndpoint",
-            "metadata": {"name": name, "namespace": namespace, "resourceVersion": "7", "finalizers": ["webhook-operator.io/cleanup"]},
+            "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}"), "resourceVersion": "7", "finalizers": ["webhook-operator.io/cleanup"]},
             "spec": spec,
             "status": {"health": "Healthy", "delivered": 3},
         });
         self.objects.lock().unwrap().insert(path, object);
     }
 
+    /// A Secret holding `value` under `secret`, with extra `metadata` (owner, annotations).
+    fn seed_secret(&self, namespace: &str, name: &str, value: &str, metadata: Value) {
+        let path = format!("/api/v1/namespaces/{namespace}/secrets/{name}");
+        let mut object = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": "7"},
+            "data": {"secret": STANDARD.encode(value)},
+        });
+        json_patch::merge(&mut object["metadata"], &metadata);
+        self.objects.lock().unwrap().insert(path, object);
+    }
+
+    /// Endpoint `sneaky` of acme, whose secretRef names another app's Secret.
+    fn seed_sneaky(&self) {
+        self.seed(
+            "acme",
+            "sneaky",
+            json!({"url": "https://x.example", "secretRef": {"name": "db-credentials"}}),
+        );
+        self.seed_secret("acme", "db-credentials", "hunter2-canary", json!({}));
+    }
+
+    fn secret_value(&self, namespace: &str, name: &str) -> String {
+        let path = format!("/api/v1/namespaces/{namespace}/secrets/{name}");
+        let objects = self.objects.lock().unwrap();
+        let data = objects[&path]["data"]["secret"].as_str().unwrap();
+        String::from_utf8(STANDARD.decode(data).unwrap()).unwrap()
+    }
+
     fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
     }
+}
+
+/// Metadata of a Secret the controller created for endpoint `name` (as [`MockApi::seed`] makes it).
+fn owned_by(name: &str) -> Value {
+    json!({"ownerReferences": [{
+        "apiVersion": "webhook-operator.io/v1alpha1", "kind": "WebhookEndpoint",
+        "name": name, "uid": format!("uid-{name}"), "controller": true,
+    }]})
 }
 
 #[derive(Default)]
@@ -192,6 +248,7 @@ impl Harness {
             store: Arc::new(KubeStore::new(client)),
             keys: keys_rx,
             audit: audit.clone(),
+            default_overlap: crate::model::signing_keys::DEFAULT_OVERLAP,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -214,6 +271,18 @@ impl Harness {
         key: Option<&ApiKey>,
         body: Option<Value>,
     ) -> (u16, Value) {
+        let (code, _, body) = self.exchange(method, path, key, body).await;
+        (code, body)
+    }
+
+    /// [`Self::send`], with the answer's headers.
+    async fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&ApiKey>,
+        body: Option<Value>,
+    ) -> (u16, http::HeaderMap, Value) {
         let mut request = self
             .http
             .request(method.parse().unwrap(), format!("{}{path}", self.base));
@@ -225,8 +294,13 @@ impl Harness {
         }
         let response = request.send().await.unwrap();
         let code = response.status().as_u16();
+        let headers = response.headers().clone();
         let bytes = response.bytes().await.unwrap();
-        (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            code,
+            headers,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     fn audit(&self) -> Vec<AuditRecord> {
@@ -560,4 +634,246 @@ async fn invalid_bodies_never_reach_the_api_server() {
         post.body["spec"],
         json!({"endpointRef": {"name": "orders"}, "eventTypes": ["order.*"]})
     );
+}
+
+#[tokio::test]
+async fn signing_keys_are_shown_for_managed_secrets_of_the_keys_namespace_only() {
+    let h = Harness::start().await;
+    let key = SigningKeys::generate();
+    h.api
+        .seed("acme", "orders", json!({"url": "https://orders.example"}));
+    h.api
+        .seed_secret("acme", "orders-signing", &key, owned_by("orders"));
+    let path = "/v1/tenant/endpoints/orders/secret";
+
+    let (code, headers, answer) = h.exchange("GET", path, Some(&h.acme), None).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(
+        answer,
+        json!({"key": key, "keys": [key], "secretName": "orders-signing"})
+    );
+    assert_eq!(headers["cache-control"], "no-store");
+
+    // No key, another tenant's key: nothing.
+    let (code, _) = h.send("GET", path, None, None).await;
+    assert_eq!(code, 401);
+    let (code, answer) = h.send("GET", path, Some(&h.globex), None).await;
+    assert_eq!((code, &answer["reason"]), (404, &json!("NotFound")));
+
+    // secretRef pointing at another app's Secret of the namespace: not shown.
+    h.api.seed_sneaky();
+    let (code, answer) = h
+        .send(
+            "GET",
+            "/v1/tenant/endpoints/sneaky/secret",
+            Some(&h.acme),
+            None,
+        )
+        .await;
+    assert_eq!((code, &answer["reason"]), (409, &json!("SecretNotManaged")));
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("webhook-operator.io/signing-key-for"),
+        "{answer}"
+    );
+    // A Secret the controller made for an earlier endpoint of the same name: not this one's.
+    h.api
+        .seed("acme", "stale", json!({"url": "https://x.example"}));
+    let mut stale_owner = owned_by("stale");
+    stale_owner["ownerReferences"][0]["uid"] = json!("uid-of-a-deleted-endpoint");
+    h.api
+        .seed_secret("acme", "stale-signing", &key, stale_owner);
+    let (code, _) = h
+        .send(
+            "GET",
+            "/v1/tenant/endpoints/stale/secret",
+            Some(&h.acme),
+            None,
+        )
+        .await;
+    assert_eq!(code, 409);
+    // One handed over by annotation is shown.
+    h.api.seed(
+        "acme",
+        "byo",
+        json!({"url": "https://x.example", "secretRef": {"name": "own-key"}}),
+    );
+    h.api.seed_secret(
+        "acme",
+        "own-key",
+        &key,
+        json!({"annotations": {"webhook-operator.io/signing-key-for": "byo"}}),
+    );
+    let (code, answer) = h
+        .send(
+            "GET",
+            "/v1/tenant/endpoints/byo/secret",
+            Some(&h.acme),
+            None,
+        )
+        .await;
+    assert_eq!((code, &answer["key"]), (200, &json!(key)));
+    // The controller has not created it yet.
+    h.api
+        .seed("acme", "fresh", json!({"url": "https://x.example"}));
+    let (code, answer) = h
+        .send(
+            "GET",
+            "/v1/tenant/endpoints/fresh/secret",
+            Some(&h.acme),
+            None,
+        )
+        .await;
+    assert_eq!((code, &answer["reason"]), (409, &json!("SecretNotFound")));
+    assert!(answer["error"].as_str().unwrap().contains("try again"));
+
+    // Every read is audited, successful or not, without key material.
+    let audit = h.audit();
+    let reads: Vec<_> = audit
+        .iter()
+        .map(|r| (r.action, r.name.as_str(), r.status))
+        .collect();
+    use super::audit::Action::ReadSecret;
+    assert_eq!(
+        reads,
+        [
+            (ReadSecret, "orders", 200),
+            (ReadSecret, "orders", 404),
+            (ReadSecret, "sneaky", 409),
+            (ReadSecret, "stale", 409),
+            (ReadSecret, "byo", 200),
+            (ReadSecret, "fresh", 409),
+        ]
+    );
+    assert_eq!(audit[1].tenant, "globex");
+    let text = serde_json::to_string(&audit).unwrap();
+    assert!(
+        !text.contains(&key[6..]) && !text.contains("whsec_") && !text.contains("hunter2"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn rotation_puts_a_new_key_first_and_keeps_the_old_one_for_the_overlap() {
+    let h = Harness::start().await;
+    let old = SigningKeys::generate();
+    h.api
+        .seed("acme", "orders", json!({"url": "https://orders.example"}));
+    h.api
+        .seed_secret("acme", "orders-signing", &old, owned_by("orders"));
+    let rotate = "/v1/tenant/endpoints/orders/secret/rotate";
+
+    let before = jiff::Timestamp::now();
+    let (code, answer) = h
+        .send(
+            "POST",
+            rotate,
+            Some(&h.acme),
+            Some(json!({"overlap": "1h"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{answer}");
+    let new = answer["key"].as_str().unwrap().to_owned();
+    assert!(new.starts_with("whsec_") && new != old);
+    assert_eq!(answer["keys"], json!([new, old]));
+    let expire: jiff::Timestamp = answer["previousKeysExpire"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let hour = jiff::SignedDuration::from_hours(1);
+    assert!(expire >= before + hour && expire <= jiff::Timestamp::now() + hour);
+
+    // One merge patch, guarded by the version read; the keys newest first, the old key's
+    // expiry beside them by fingerprint.
+    let calls = h.api.calls();
+    let patches: Vec<_> = calls.iter().filter(|c| c.method == "PATCH").collect();
+    assert_eq!(patches.len(), 1, "{calls:?}");
+    assert_eq!(
+        patches[0].path,
+        "/api/v1/namespaces/acme/secrets/orders-signing"
+    );
+    assert_eq!(patches[0].body["metadata"]["resourceVersion"], "7");
+    assert_eq!(
+        h.api.secret_value("acme", "orders-signing"),
+        format!("{new} {old}")
+    );
+    let expiry =
+        patches[0].body["metadata"]["annotations"]["webhook-operator.io/signing-key-expiry"]
+            .as_str()
+            .unwrap();
+    assert!(
+        expiry.contains(&fingerprint(&old)) && !expiry.contains(&old[6..]),
+        "{expiry}"
+    );
+    let (_, shown) = h
+        .send(
+            "GET",
+            "/v1/tenant/endpoints/orders/secret",
+            Some(&h.acme),
+            None,
+        )
+        .await;
+    assert_eq!(shown["keys"], json!([new, old]));
+
+    // Without a body: the default overlap.
+    let (code, answer) = h.send("POST", rotate, Some(&h.acme), None).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["keys"].as_array().map(Vec::len), Some(3));
+
+    // Overlaps are bounded; bodies are checked.
+    for (body, code, reason) in [
+        (json!({"overlap": "169h"}), 422, "InvalidOverlap"),
+        (json!({"overlap": "soon"}), 422, "InvalidDuration"),
+        (json!({"overlap": 3600}), 400, "InvalidBody"),
+        (
+            json!({"overlap": "1h", "key": "whsec_mine"}),
+            400,
+            "InvalidBody",
+        ),
+    ] {
+        let (status, answer) = h
+            .send("POST", rotate, Some(&h.acme), Some(body.clone()))
+            .await;
+        assert_eq!(
+            (status, answer["reason"].as_str()),
+            (code, Some(reason)),
+            "{body}"
+        );
+    }
+    // Another tenant's endpoint, and a Secret the operator does not manage: untouched.
+    let (code, _) = h.send("POST", rotate, Some(&h.globex), None).await;
+    assert_eq!(code, 404);
+    h.api.seed_sneaky();
+    let (code, answer) = h
+        .send(
+            "POST",
+            "/v1/tenant/endpoints/sneaky/secret/rotate",
+            Some(&h.acme),
+            None,
+        )
+        .await;
+    assert_eq!((code, &answer["reason"]), (409, &json!("SecretNotManaged")));
+    assert_eq!(
+        h.api.secret_value("acme", "db-credentials"),
+        "hunter2-canary"
+    );
+    assert_eq!(
+        h.api.calls().iter().filter(|c| c.method == "PATCH").count(),
+        2,
+        "only the two rotations wrote"
+    );
+
+    let audit = h.audit();
+    let rotations: Vec<_> = audit
+        .iter()
+        .filter(|r| r.action == super::audit::Action::RotateSecret)
+        .map(|r| (r.outcome, r.status))
+        .collect();
+    assert_eq!(rotations.len(), 8, "{audit:?}");
+    assert_eq!(rotations[0], (Outcome::Success, 200));
+    let text = serde_json::to_string(&audit).unwrap();
+    assert!(!text.contains("whsec_"), "{text}");
 }

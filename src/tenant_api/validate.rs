@@ -5,14 +5,17 @@
 //! field) is a 400; a well-formed spec with invalid values (URL, duration, pattern, header) is a
 //! 422. Both name the field.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::store::{self, Kind, Spec};
 use crate::{
-    model::{NamespaceData, signing_keys::SigningKeys},
+    model::{
+        NamespaceData, duration,
+        signing_keys::{SigningKeys, check_overlap},
+    },
     resources::compile::{self, Policy, Problem},
 };
 
@@ -112,6 +115,38 @@ pub fn parse(
     };
     check_spec(namespace, &name, &spec)?;
     Ok((name, spec))
+}
+
+/// The overlap a rotation body (`{"overlap": "1h"}`, optional) asks for, or `default`.
+pub fn overlap(body: &[u8], default: Duration) -> Result<Duration, Invalid> {
+    if body.trim_ascii().is_empty() {
+        return Ok(default);
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| Invalid::shape(None, format!("body is not JSON: {e}")))?;
+    let Value::Object(mut fields) = value else {
+        return Err(Invalid::shape(None, "body must be a JSON object"));
+    };
+    if let Some(unknown) = fields.keys().find(|k| k.as_str() != "overlap") {
+        return Err(Invalid::shape(
+            Some(unknown.clone()),
+            format!("{unknown}: unknown field (expected overlap)"),
+        ));
+    }
+    let text = match fields.remove("overlap") {
+        None => return Ok(default),
+        Some(Value::String(text)) => text,
+        Some(_) => {
+            return Err(Invalid::shape(
+                Some("overlap".into()),
+                "overlap: must be a string such as \"1h\"",
+            ));
+        }
+    };
+    let overlap = duration::parse(&text)
+        .map_err(|e| Invalid::value("InvalidDuration", "overlap", format!("overlap: {e}")))?;
+    check_overlap(overlap)
+        .map_err(|e| Invalid::value("InvalidOverlap", "overlap", format!("overlap: {e}")))
 }
 
 /// The name a body gives, even when the body is invalid otherwise (for the audit record);

@@ -39,7 +39,8 @@ CONTROLLER_CLUSTER_PERMISSIONS = {
       for r in ("webhookendpoints", "eventsubscriptions", "eventtypes") for v in ("get", "patch")},
     # Signing Secrets are created with an owner reference (blockOwnerDeletion) to the endpoint.
     ("webhook-operator.io", "webhookendpoints/finalizers", "update"),
-    *{("", "secrets", v) for v in ("get", "list", "watch", "create")},
+    # ... and patched: rotation and the expiry of previous keys (src/controlplane/key_rotation.rs).
+    *{("", "secrets", v) for v in ("get", "list", "watch", "create", "patch")},
     # CA bundles of endpoints (spec.tls.caBundleRef) may be in ConfigMaps.
     *{("", "configmaps", v) for v in ("get", "list", "watch")},
     *{(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")},

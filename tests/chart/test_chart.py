@@ -40,7 +40,7 @@ EVERYTHING = {**TLS, **MONITORING, **PRIVATE, **NETWORK_POLICY, **SINGLE, **TENA
                            "replicas": 3, "natsUrl": "nats://nats-delivery:4222",
                            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
                                          "limits": {"cpu": 2, "memory": "1Gi"}}},
-              "logFormat": "text"}
+              "logFormat": "text", "signingKeyOverlap": "12h"}
 
 VARIANTS = {
     "default": {},
@@ -103,6 +103,7 @@ def test_default_install():
     with helm.Chart.load(CHART) as chart:
         assert image == f"ghcr.io/webhook-operator/webhook-operator:{chart.metadata['appVersion']}"
     assert m.flag_value(c, "--leader-election") == "true"
+    assert m.flag_value(c, "--signing-key-overlap") == "24h"
     # Delivery pods run the operator's own image, with the safe default (private networks refused).
     assert m.flag_value(c, "--deliver-image") == image
     assert "--deliver-allow-private-networks" not in c["args"]
@@ -130,6 +131,7 @@ def test_delivery_settings_reach_the_controller_flags():
     assert m.flag_value(c, "--deliver-log-format") == "text"
     assert m.flag_value(c, "--deliver-egress-proxy") == "http://proxy:3128"
     assert "--require-https" in c["args"]
+    assert m.flag_value(c, "--signing-key-overlap") == "12h"
     # TLS of the delivery pods: the same CA and client certificate Secrets.
     assert m.flag_value(c, "--deliver-nats-tls-ca-secret") == "nats-ca"
     assert m.flag_value(c, "--deliver-nats-tls-ca-key") == "ca.crt"
@@ -300,6 +302,7 @@ def test_leader_election_off_runs_one_replica():
     {"egressProxy": {"httpsProxy": "http://proxy:3128"}},
     {"nats": {"url": "nats://nats:4222", "roleInboxes": "on"}},
     {"controller": {"replica": 2}},
+    {"signingKeyOverlap": "a day"},
 ])
 def test_schema_rejects_bad_values(bad):
     with helm.Chart.load(CHART) as chart:
