@@ -5,7 +5,7 @@ IMAGE ?= ghcr.io/webhook-operator/webhook-operator:$(VERSION)
 KUBECTL ?= kubectl
 
 .DEFAULT_GOAL := help
-.PHONY: help tools build run test e2e bench bench-routes chaos crds fmt lint chart-test dashboard-test dashboard-screenshot image deploy undeploy
+.PHONY: help tools build run test e2e bench bench-routes bench-scaleout soak chaos crds fmt lint chart-test dashboard-test dashboard-screenshot image deploy undeploy
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9-]*:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,13 +31,20 @@ test: tools ## fmt check, clippy, all tests (with a real nats-server), then the 
 e2e: tools ## End-to-end test on the cluster KUBECONFIG points to: E2E_INSTALL=helm|kustomize, or E2E_LOCAL_WORKLOADS=1 (e2e/README.md)
 	E2E_IMAGE="$${E2E_IMAGE:-$(IMAGE)}" PYTHONPATH=$(CURDIR)/.tools/python python3 e2e/run.py $(E2E_ARGS)
 
-bench: tools ## Benchmarks (pipeline against a real nats-server; controller at 1,000 objects; routes at 10,000 endpoints); update BENCHMARKS.md
+bench: tools ## Benchmarks (pipeline against a real nats-server; scale-out to 3 pipelines; controller at 1,000 objects; routes at 10,000 endpoints; filter cost); update BENCHMARKS.md
 	NATS_SERVER_BIN=$(NATS_SERVER_BIN) cargo bench --bench pipeline
+	NATS_SERVER_BIN=$(NATS_SERVER_BIN) cargo bench --bench scaleout
 	cargo bench --bench controller
 	cargo bench --bench routes
 
-bench-routes: ## Route compile time, memory and lookups/s at 10,000 endpoints and 20,000 subscriptions
+bench-routes: ## Route compile time, memory and lookups/s at 10,000 endpoints and 20,000 subscriptions; routing with 1,000 filtered subscriptions
 	cargo bench --bench routes
+
+bench-scaleout: tools ## Deliveries/s with 1, 2, 3 pipeline processes sharing one tenant (SCALEOUT_RUNS, SCALEOUT_SECONDS, SCALEOUT_PROCESSES)
+	NATS_SERVER_BIN=$(NATS_SERVER_BIN) cargo bench --bench scaleout
+
+soak: tools ## 10 minutes at 1,000 events/s through the real pipeline: RSS and latency per minute, nothing lost (SOAK_SECONDS, SOAK_RATE shorten it)
+	NATS_SERVER_BIN=$(NATS_SERVER_BIN) cargo bench --bench soak
 
 WEBHOOK_OPERATOR_BIN ?= $(CURDIR)/target/debug/webhook-operator
 chaos: tools build ## Faults under load (kill -9, NATS restart, bad receivers); CHAOS_QUICK=1 ~1 min, CHAOS_CLUSTER=1 adds a 3-server NATS

@@ -6,6 +6,11 @@
 //! the write counts are exact. `make bench` runs it; the table is printed and replaces the
 //! controller section of `BENCHMARKS.md`.
 
+// Shared with other benches; this one uses a part.
+#[allow(dead_code)]
+#[path = "common/sections.rs"]
+mod sections;
+
 use std::{
     collections::BTreeMap,
     sync::{
@@ -298,31 +303,18 @@ impl World {
     }
 }
 
-const START: &str = "<!-- controller-bench:start -->";
-const END: &str = "<!-- controller-bench:end -->";
-
-/// Replaces (or appends) the controller section of BENCHMARKS.md, leaving the rest as it is.
+/// Replaces the controller section of BENCHMARKS.md, leaving the rest as it is.
 fn write_section(table: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
-    let current = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".into());
     let date = jiff::Zoned::now().strftime("%Y-%m-%d %H:%M %Z");
-    let section = format!(
-        "{START}\n## Controller at 1,000 endpoints and 1,000 subscriptions\n\n\
+    let body = format!(
+        "## Controller at 1,000 endpoints and 1,000 subscriptions\n\n\
          Command: `make bench` (runs `cargo bench --bench controller`), {date}. The reconcilers run against an \
          in-process API server that answers at once and counts requests, so reconciles/s is the controller's own \
          cost (an upper bound with a real API server) and write counts are exact. A steady-state pass reconciles \
-         every object with nothing changed: the target is zero writes.\n\n{table}{END}\n"
+         every object with nothing changed: the target is zero writes.\n\n{table}"
     );
-    let updated = match (current.find(START), current.find(END)) {
-        (Some(start), Some(end)) if end > start => format!(
-            "{}{section}{}",
-            &current[..start],
-            &current[end + END.len()..].trim_start_matches('\n')
-        ),
-        _ => format!("{}\n{section}", current.trim_end()),
-    };
-    if let Err(error) = std::fs::write(&path, updated) {
-        eprintln!("could not update {}: {error}", path.display());
+    if let Err(error) = sections::write("controller-bench", &body) {
+        eprintln!("could not update BENCHMARKS.md: {error}");
     }
 }
 

@@ -11,6 +11,18 @@
 //! Every figure is the median of several runs. `make bench-routes` (or `make bench`) runs it;
 //! the table is printed and replaces the routes section of BENCHMARKS.md. Targets from the scale issue: all 10,000 endpoints
 //! recompiled in under 1 s, at least 1,000,000 lookups/s.
+//!
+//! Then the cost of payload filters in routing (`routes/filters.rs`), its own section.
+
+#[path = "routes/filters.rs"]
+mod filters;
+// Shared with other benches; this one uses a part of each.
+#[allow(dead_code)]
+#[path = "common/numbers.rs"]
+mod numbers;
+#[allow(dead_code)]
+#[path = "common/sections.rs"]
+mod sections;
 
 use std::{
     collections::BTreeMap,
@@ -19,7 +31,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::json;
+use serde_json::{Value, json};
 use webhook_operator::{
     model::{
         NamespaceData,
@@ -54,62 +66,80 @@ struct Tenant {
     data: NamespaceData,
 }
 
+/// A tenant of `endpoints` endpoints as custom resources; endpoint `e` gets one subscription
+/// per `(event types, filter)` that `subscriptions(e)` returns.
+fn tenant(
+    name: &str,
+    endpoints: usize,
+    subscriptions: impl Fn(usize) -> Vec<(Vec<String>, Option<Value>)>,
+) -> Tenant {
+    let mut objects = Vec::with_capacity(endpoints);
+    let mut subscription_objects = Vec::new();
+    let mut secrets = SecretData::new();
+    for e in 0..endpoints {
+        let ep = format!("ep-{e:03}");
+        let spec: WebhookEndpointSpec = serde_json::from_value(json!({
+            "url": format!("https://hooks.{name}.example/{ep}"),
+            "timeout": "5s",
+            "retry": {"maxAttempts": 10, "initialBackoff": "1s", "maxBackoff": "1m", "maxAge": "24h"},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut endpoint = WebhookEndpoint::new(&ep, spec);
+        endpoint.metadata.namespace = Some(name.to_owned());
+        objects.push(endpoint);
+        secrets.insert(
+            format!("{ep}-signing"),
+            BTreeMap::from([("secret".to_string(), SigningKeys::generate().into_bytes())]),
+        );
+        for (s, (event_types, filter)) in subscriptions(e).into_iter().enumerate() {
+            let spec: EventSubscriptionSpec = serde_json::from_value(json!({
+                "endpointRef": {"name": ep},
+                "eventTypes": event_types,
+                "filter": filter,
+            }))
+            .unwrap_or_else(|e| panic!("{e}"));
+            let mut subscription = EventSubscription::new(&format!("{ep}-{s}"), spec);
+            subscription.metadata.namespace = Some(name.to_owned());
+            subscription_objects.push(subscription);
+        }
+    }
+    Tenant {
+        name: name.to_owned(),
+        endpoints: objects,
+        subscriptions: subscription_objects,
+        data: NamespaceData {
+            secrets,
+            config_maps: Default::default(),
+        },
+    }
+}
+
 fn world() -> Vec<Tenant> {
     (0..TENANTS)
         .map(|t| {
-            let name = format!("tenant-{t:03}");
-            let mut endpoints = Vec::with_capacity(ENDPOINTS_PER_TENANT);
-            let mut subscriptions = Vec::new();
-            let mut secrets = SecretData::new();
-            for e in 0..ENDPOINTS_PER_TENANT {
-                let ep = format!("ep-{e:03}");
-                let spec: WebhookEndpointSpec = serde_json::from_value(json!({
-                    "url": format!("https://hooks.{name}.example/{ep}"),
-                    "timeout": "5s",
-                    "retry": {"maxAttempts": 10, "initialBackoff": "1s", "maxBackoff": "1m", "maxAge": "24h"},
-                }))
-                .unwrap_or_else(|e| panic!("{e}"));
-                let mut endpoint = WebhookEndpoint::new(&ep, spec);
-                endpoint.metadata.namespace = Some(name.clone());
-                endpoints.push(endpoint);
-                secrets.insert(
-                    format!("{ep}-signing"),
-                    BTreeMap::from([("secret".to_string(), SigningKeys::generate().into_bytes())]),
-                );
+            tenant(&format!("tenant-{t:03}"), ENDPOINTS_PER_TENANT, |e| {
                 let service = (t + e) % SERVICES;
                 let entity = ENTITIES[e % ENTITIES.len()];
-                for s in 0..SUBSCRIPTIONS_PER_ENDPOINT {
-                    let event_types = if s == 0 {
-                        vec![
-                            format!("svc{service}.{entity}.{}", VERBS[e % VERBS.len()]),
-                            format!("svc{service}.{entity}.*"),
-                        ]
-                    } else {
-                        vec![format!("svc{}.>", (service + 7) % SERVICES), format!("{entity}.*")]
-                    };
-                    // Every tenth subscription has a payload filter, compiled with the routes.
-                    let filter = (e % 10 == 0 && s == 1)
-                        .then(|| json!({"field": "$.currency", "in": ["EUR", "USD"]}));
-                    let spec: EventSubscriptionSpec = serde_json::from_value(json!({
-                        "endpointRef": {"name": ep},
-                        "eventTypes": event_types,
-                        "filter": filter,
-                    }))
-                    .unwrap_or_else(|e| panic!("{e}"));
-                    let mut subscription = EventSubscription::new(&format!("{ep}-{s}"), spec);
-                    subscription.metadata.namespace = Some(name.clone());
-                    subscriptions.push(subscription);
-                }
-            }
-            Tenant {
-                name,
-                endpoints,
-                subscriptions,
-                data: NamespaceData {
-                    secrets,
-                    config_maps: Default::default(),
-                },
-            }
+                (0..SUBSCRIPTIONS_PER_ENDPOINT)
+                    .map(|s| {
+                        let event_types = if s == 0 {
+                            vec![
+                                format!("svc{service}.{entity}.{}", VERBS[e % VERBS.len()]),
+                                format!("svc{service}.{entity}.*"),
+                            ]
+                        } else {
+                            vec![
+                                format!("svc{}.>", (service + 7) % SERVICES),
+                                format!("{entity}.*"),
+                            ]
+                        };
+                        // Every tenth subscription has a payload filter, compiled with the routes.
+                        let filter = (e % 10 == 0 && s == 1)
+                            .then(|| json!({"field": "$.currency", "in": ["EUR", "USD"]}));
+                        (event_types, filter)
+                    })
+                    .collect()
+            })
         })
         .collect()
 }
@@ -126,14 +156,11 @@ fn compile(tenant: &Tenant) -> Arc<CompiledTenant> {
     );
     assert_eq!(
         report.routes.endpoints.len(),
-        ENDPOINTS_PER_TENANT,
+        tenant.endpoints.len(),
         "{:?}",
         report.endpoints
     );
-    assert_eq!(
-        report.routes.routes.len(),
-        ENDPOINTS_PER_TENANT * SUBSCRIPTIONS_PER_ENDPOINT
-    );
+    assert_eq!(report.routes.routes.len(), tenant.subscriptions.len());
     Arc::new(CompiledTenant::compile(Arc::new(report.routes)).unwrap_or_else(|e| panic!("{e}")))
 }
 
@@ -279,34 +306,22 @@ fn main() {
     ));
     print!("\n{table}");
     write_section(&table, machine);
+    filters::run(machine);
 }
 
-const START: &str = "<!-- routes-bench:start -->";
-const END: &str = "<!-- routes-bench:end -->";
-
-/// Replaces (or appends) the routes section of BENCHMARKS.md, leaving the rest as it is.
+/// Replaces the routes section of BENCHMARKS.md, leaving the rest as it is.
 fn write_section(table: &str, cores: usize) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
-    let current = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".into());
     let date = jiff::Zoned::now().strftime("%Y-%m-%d %H:%M %Z");
-    let section = format!(
-        "{START}\n## Routes at 10,000 endpoints and 20,000 subscriptions\n\n\
+    let body = format!(
+        "## Routes at 10,000 endpoints and 20,000 subscriptions\n\n\
          Command: `make bench-routes` (runs `cargo bench --bench routes`; also part of `make bench`), {date}. \
          {TENANTS} tenants of {ENDPOINTS_PER_TENANT} endpoints, two subscriptions each (exact types, `*` and `>`; \
          every tenth with a payload filter), built as custom resources. Compiling is what a change of routes \
          costs: `compile_tenant` (objects -> published routes) and `CompiledTenant::compile` (the router's \
          index). Lookups are the router's `CompiledRoutes::tenant` + `subscribed` + `endpoints`, one thread. \
-         Medians of {RUNS} runs on a shared, noisy machine ({cores} cores, other work running).\n\n{table}{END}\n"
+         Medians of {RUNS} runs on a shared, noisy machine ({cores} cores, other work running).\n\n{table}"
     );
-    let updated = match (current.find(START), current.find(END)) {
-        (Some(start), Some(end)) if end > start => format!(
-            "{}{section}{}",
-            &current[..start],
-            &current[end + END.len()..]
-        ),
-        _ => format!("{}\n\n{section}", current.trim_end()),
-    };
-    if let Err(error) = std::fs::write(&path, updated) {
-        eprintln!("could not update {}: {error}", path.display());
+    if let Err(error) = sections::write("routes-bench", &body) {
+        eprintln!("could not update BENCHMARKS.md: {error}");
     }
 }

@@ -1,5 +1,5 @@
 //! Child processes (nats-server, the pipeline) that are killed when dropped, and small
-//! helpers around them: free ports, readiness waits, CPU time, log summaries.
+//! helpers around them: free ports, readiness waits, CPU time, memory, log summaries.
 
 use std::{
     fs::File,
@@ -147,20 +147,27 @@ pub async fn start_nats(bin: &Path, dir: &Path) -> anyhow::Result<Nats> {
     })
 }
 
-/// The `webhook-operator local` process.
+/// A `webhook-operator local` process. Several on one NATS share the durable consumers.
 pub struct Pipeline {
     pub proc: Proc,
     pub admin: SocketAddr,
 }
 
+/// The log of pipeline process number `index` started in `dir`.
+pub fn pipeline_log(dir: &Path, index: usize) -> PathBuf {
+    dir.join(format!("pipeline-{index}.log"))
+}
+
+/// Starts pipeline process number `index` (its log: [`pipeline_log`]).
 pub async fn start_pipeline(
     dir: &Path,
+    index: usize,
     manifests: &Path,
     nats_url: &str,
     http: &reqwest::Client,
 ) -> anyhow::Result<Pipeline> {
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let log = dir.join("pipeline.log");
+    let log = pipeline_log(dir, index);
     let mut proc = Proc::spawn(
         "webhook-operator",
         Command::new(env!("CARGO_BIN_EXE_webhook-operator"))
@@ -199,16 +206,36 @@ pub async fn start_pipeline(
     Ok(Pipeline { proc, admin })
 }
 
-/// Sum of `delivered` over `GET /v1/endpoints` (the pipeline's own counters).
-pub async fn pipeline_delivered(http: &reqwest::Client, admin: SocketAddr) -> Option<u64> {
+/// The body of `GET url`, if it answered within 5 s.
+async fn get(http: &reqwest::Client, url: String) -> Option<bytes::Bytes> {
     let response = http
-        .get(format!("http://{admin}/v1/endpoints"))
+        .get(url)
         .timeout(Duration::from_secs(5))
         .send()
         .await
         .ok()?;
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_slice(&response.bytes().await.ok()?).ok()?;
+    response.bytes().await.ok()
+}
+
+/// Successful delivery attempts this pipeline process made (`GET /metrics`).
+pub async fn delivery_successes(http: &reqwest::Client, admin: SocketAddr) -> Option<f64> {
+    let body = get(http, format!("http://{admin}/metrics")).await?;
+    Some(
+        String::from_utf8_lossy(&body)
+            .lines()
+            .filter(|l| {
+                l.starts_with("webhook_delivery_attempts_total{")
+                    && l.contains("result=\"success\"")
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum(),
+    )
+}
+
+/// Sum of `delivered` over `GET /v1/endpoints` (the pipeline's own counters).
+pub async fn pipeline_delivered(http: &reqwest::Client, admin: SocketAddr) -> Option<u64> {
+    let body = get(http, format!("http://{admin}/v1/endpoints")).await?;
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&body).ok()?;
     Some(
         rows.iter()
             .filter_map(|row| row.get("delivered")?.as_u64())
@@ -218,17 +245,25 @@ pub async fn pipeline_delivered(http: &reqwest::Client, admin: SocketAddr) -> Op
 
 /// Messages nats-server received from and sent to clients so far (`/varz` in_msgs, out_msgs).
 pub async fn nats_messages(http: &reqwest::Client, monitor: SocketAddr) -> Option<(u64, u64)> {
-    let response = http
-        .get(format!("http://{monitor}/varz"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    let varz: serde_json::Value = serde_json::from_slice(&response.bytes().await.ok()?).ok()?;
+    let body = get(http, format!("http://{monitor}/varz")).await?;
+    let varz: serde_json::Value = serde_json::from_slice(&body).ok()?;
     Some((
         varz.get("in_msgs")?.as_u64()?,
         varz.get("out_msgs")?.as_u64()?,
     ))
+}
+
+/// Resident memory of a process right now (`VmRSS`), in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// CPU time (user + system) of a process so far, in seconds.
@@ -281,6 +316,7 @@ fn machine_busy_seconds() -> Option<f64> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuShare {
     pub nats: f64,
+    /// Every pipeline process together.
     pub pipeline: f64,
     pub bench: f64,
     pub others: f64,
@@ -292,10 +328,25 @@ impl CpuShare {
     pub fn ours(&self) -> f64 {
         self.nats + self.pipeline + self.bench
     }
+
+    /// One line: each party's cores, and the total of `cores`.
+    pub fn describe(&self, cores: usize) -> String {
+        format!(
+            "nats-server {:.2} ({:.0}% of it in the kernel), pipeline {:.2}, bench (publisher + receiver) {:.2}; other processes on the machine {:.2}; total {:.2} of {cores}",
+            self.nats,
+            self.nats_kernel * 100.0,
+            self.pipeline,
+            self.bench,
+            self.others,
+            self.ours() + self.others
+        )
+    }
 }
 
 pub struct CpuMeter {
-    pids: [u32; 3],
+    nats: u32,
+    pipelines: Vec<u32>,
+    /// CPU seconds of nats-server, the pipelines together and this process at the start.
     start: [f64; 3],
     nats_system: f64,
     machine: f64,
@@ -303,15 +354,26 @@ pub struct CpuMeter {
 }
 
 impl CpuMeter {
-    pub fn start(nats: u32, pipeline: u32) -> Self {
-        let pids = [nats, pipeline, std::process::id()];
-        Self {
-            pids,
-            start: pids.map(|p| cpu_seconds(p).unwrap_or(0.0)),
+    pub fn start(nats: u32, pipelines: &[u32]) -> Self {
+        let mut meter = Self {
+            nats,
+            pipelines: pipelines.to_vec(),
+            start: [0.0; 3],
             nats_system: cpu_split(nats).map_or(0.0, |(_, system)| system),
             machine: machine_busy_seconds().unwrap_or(0.0),
             at: Instant::now(),
-        }
+        };
+        meter.start = meter.now();
+        meter
+    }
+
+    fn now(&self) -> [f64; 3] {
+        let cpu = |pid: u32| cpu_seconds(pid).unwrap_or(0.0);
+        [
+            cpu(self.nats),
+            self.pipelines.iter().copied().map(cpu).sum(),
+            cpu(std::process::id()),
+        ]
     }
 
     pub fn elapsed(&self) -> f64 {
@@ -320,11 +382,11 @@ impl CpuMeter {
 
     pub fn stop(&self) -> CpuShare {
         let wall = self.at.elapsed().as_secs_f64().max(1e-9);
-        let used =
-            |i: usize| (cpu_seconds(self.pids[i]).unwrap_or(0.0) - self.start[i]).max(0.0) / wall;
+        let now = self.now();
+        let used = |i: usize| (now[i] - self.start[i]).max(0.0) / wall;
         let machine = (machine_busy_seconds().unwrap_or(0.0) - self.machine).max(0.0) / wall;
         let nats_system =
-            (cpu_split(self.pids[0]).map_or(0.0, |(_, system)| system) - self.nats_system).max(0.0)
+            (cpu_split(self.nats).map_or(0.0, |(_, system)| system) - self.nats_system).max(0.0)
                 / wall;
         let share = CpuShare {
             nats: used(0),
@@ -344,7 +406,7 @@ impl CpuMeter {
     }
 }
 
-/// Warnings and errors in a pipeline log.
+/// Warnings and errors in pipeline logs.
 #[derive(Debug, Clone, Default)]
 pub struct LogSummary {
     pub warnings: usize,
@@ -354,10 +416,13 @@ pub struct LogSummary {
 }
 
 impl LogSummary {
-    pub fn read(path: &Path) -> Self {
-        let text = std::fs::read(path)
+    /// Counts over every log in `paths` (one per pipeline process).
+    pub fn read(paths: &[PathBuf]) -> Self {
+        let text: String = paths
+            .iter()
+            .filter_map(|path| std::fs::read(path).ok())
             .map(|b| strip_ansi(&String::from_utf8_lossy(&b)))
-            .unwrap_or_default();
+            .collect();
         let mut summary = Self::default();
         for line in text.lines() {
             let (warn, error) = (line.contains(" WARN "), line.contains(" ERROR "));
@@ -399,12 +464,16 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
-/// Keeps a copy of a scenario's logs under the target directory for later reading.
-pub fn keep_logs(scenario: &str, dir: &Path) -> Option<PathBuf> {
-    let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pipeline-bench");
+/// Keeps a copy of a scenario's logs (every `*.log` in `dir`) as
+/// `<target tmp>/<folder>/<scenario>-<log>`; returns the first pipeline log's copy.
+pub fn keep_logs(folder: &str, scenario: &str, dir: &Path) -> Option<PathBuf> {
+    let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join(folder);
     std::fs::create_dir_all(&keep).ok()?;
-    for name in ["pipeline.log", "nats-server.log"] {
-        let _ = std::fs::copy(dir.join(name), keep.join(format!("{scenario}-{name}")));
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".log") {
+            let _ = std::fs::copy(entry.path(), keep.join(format!("{scenario}-{name}")));
+        }
     }
-    Some(keep.join(format!("{scenario}-pipeline.log")))
+    Some(keep.join(format!("{scenario}-pipeline-0.log")))
 }

@@ -1,19 +1,26 @@
 //! The event publisher: pipelined JetStream publishes (acks awaited in the background) with
-//! a bound on publishes awaiting their ack.
+//! a bound on publishes awaiting their ack; paced at a fixed rate, or as fast as the pipeline
+//! absorbs.
 
 use std::{
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering::Relaxed},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
-use crate::{ENDPOINTS, TENANT, now_ns};
+use super::{
+    pacing::{Pacer, Pacing},
+    world::{ENDPOINTS, TENANT, event_type, now_ns},
+};
+
+/// A paced run gives up on its schedule this long after it should have ended.
+const PACED_GRACE: Duration = Duration::from_secs(10);
 
 /// Padding so the payload looks like a small real event (~120 bytes in all).
 const PAD: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -97,6 +104,53 @@ impl Publisher {
         }
     }
 
+    /// Publishes `rate` events per second (sequence numbers from 0) for `seconds`, open loop:
+    /// on schedule whatever the pipeline does, catching up in a burst when it fell behind (the
+    /// result counts how often). `progress` gets the whole seconds elapsed and events sent.
+    pub async fn paced(
+        &mut self,
+        rate: u64,
+        seconds: u64,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Pacing {
+        let mut pacer = Pacer::new(rate, seconds);
+        let started = Instant::now();
+        let give_up = Duration::from_secs(seconds) + PACED_GRACE;
+        let mut seq = 0u64;
+        while !pacer.finished() && started.elapsed() < give_up {
+            for _ in 0..pacer.due(started.elapsed()) {
+                self.publish(seq).await;
+                seq += 1;
+            }
+            progress(started.elapsed().as_secs(), seq);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        pacer.finish(started.elapsed().as_secs_f64())
+    }
+
+    /// Publishes for `window` as fast as the pipeline absorbs: pauses while `max_backlog`
+    /// events are published but not yet `delivered()`. Returns the events sent.
+    pub async fn saturate(
+        &mut self,
+        window: Duration,
+        max_backlog: u64,
+        delivered: impl Fn() -> u64,
+        mut progress: impl FnMut(u64, u64),
+    ) -> u64 {
+        let started = Instant::now();
+        let mut seq = 0u64;
+        while started.elapsed() < window {
+            if seq.saturating_sub(delivered()) >= max_backlog {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            } else {
+                self.publish(seq).await;
+                seq += 1;
+            }
+            progress(started.elapsed().as_secs(), seq);
+        }
+        seq
+    }
+
     /// Counts start from zero again (call once earlier publishes have settled).
     pub fn reset(&mut self) {
         self.base = (
@@ -131,9 +185,4 @@ impl Publisher {
             .await
             .is_ok_and(|p| p.is_ok())
     }
-}
-
-/// The event type endpoint `i` subscribes to (`bench.ep<i>.>`).
-pub fn event_type(i: usize) -> String {
-    format!("bench.ep{i}.created")
 }

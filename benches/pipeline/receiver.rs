@@ -26,12 +26,12 @@ use serde::Deserialize;
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
-use crate::{SECRET, now_ns};
+use super::world::{SECRET, now_ns};
 
 /// Events with a sequence number at or above this are warm-up probes, counted apart.
 pub const WARMUP_SEQ: u64 = 1 << 40;
 /// Sequence numbers tracked for duplicate detection.
-const SEEN_CAPACITY: usize = 1 << 22;
+pub const SEEN_CAPACITY: usize = 1 << 22;
 const PER_SECOND_SLOTS: usize = 600;
 /// How long `/hang` holds a request before answering (long after the client timed out).
 const HANG_FOR: Duration = Duration::from_secs(10);

@@ -2,82 +2,11 @@
 
 use std::fmt::Write as _;
 
-use crate::procs::{CpuShare, LogSummary, command_output};
+use crate::parts::{harness::RunInfo, machine::Machine, numbers::thousands, pacing::Pacing};
 
 pub const TARGET_THROUGHPUT: f64 = 5_000.0;
 pub const TARGET_P99_MS: f64 = 25.0;
 pub const TARGET_HANG_RATIO: f64 = 1.25;
-
-pub struct Machine {
-    pub cpu: String,
-    pub cores: usize,
-    pub memory_gib: f64,
-    pub kernel: String,
-    pub date: String,
-    pub load: String,
-    pub nats_version: String,
-    pub rustc: String,
-    /// Where the JetStream store of runs 1-3 lives, and its filesystem.
-    pub store: String,
-}
-
-impl Machine {
-    pub fn detect(nats_bin: &std::path::Path) -> Self {
-        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-        let cpu = read("/proc/cpuinfo")
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("model name")
-                    .and_then(|r| r.split_once(':'))
-                    .map(|(_, v)| v.trim().to_owned())
-            })
-            .unwrap_or_else(|| "unknown".into());
-        let memory_kib = read("/proc/meminfo")
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("MemTotal:")
-                    .and_then(|r| r.split_whitespace().next()?.parse::<f64>().ok())
-            })
-            .unwrap_or(0.0);
-        Self {
-            cpu,
-            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
-            memory_gib: memory_kib / 1024.0 / 1024.0,
-            kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
-            date: jiff::Timestamp::now()
-                .strftime("%Y-%m-%d %H:%M UTC")
-                .to_string(),
-            load: read("/proc/loadavg")
-                .split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" "),
-            nats_version: command_output(nats_bin, &["--version"])
-                .map(|v| v.trim_start_matches("nats-server:").trim().to_owned())
-                .unwrap_or_else(|| "unknown".into()),
-            rustc: command_output("rustc", &["--version"]).unwrap_or_else(|| "unknown".into()),
-            store: filesystem_of(&std::env::temp_dir()),
-        }
-    }
-}
-
-/// What every pipeline scenario reports besides its numbers.
-#[derive(Default)]
-pub struct RunInfo {
-    pub cpu: CpuShare,
-    /// Messages nats-server received from / sent to clients during the window.
-    pub nats_messages: Option<(u64, u64)>,
-    pub window_seconds: f64,
-    /// Deliveries the receiver counted during the window.
-    pub window_deliveries: u64,
-    pub log: LogSummary,
-    pub log_copy: Option<String>,
-    pub signatures_checked: u64,
-    pub signatures_bad: u64,
-    pub receiver_problem: Option<String>,
-    pub publish_failed: u64,
-    pub publish_error: Option<String>,
-}
 
 pub struct Throughput {
     pub seconds: usize,
@@ -112,6 +41,7 @@ pub struct Latency {
     pub steady_p99: Option<f64>,
     /// Hanging-endpoint run: attempts that reached the hanging path, share of events it gets.
     pub hang: Option<(u64, f64)>,
+    pub pacing: Pacing,
     pub info: RunInfo,
 }
 
@@ -173,33 +103,8 @@ pub struct Results {
     pub hang_tmpfs: Result<Latency, String>,
 }
 
-pub fn thousands(value: f64) -> String {
-    let digits = format!("{:.0}", value.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn met(ok: bool) -> &'static str {
     if ok { "yes" } else { "**no**" }
-}
-
-fn cpu(info: &RunInfo, cores: usize) -> String {
-    let c = info.cpu;
-    format!(
-        "nats-server {:.2} ({:.0}% of it in the kernel), pipeline {:.2}, bench (publisher + receiver) {:.2}; other processes on the machine {:.2}; total {:.2} of {cores}",
-        c.nats,
-        c.nats_kernel * 100.0,
-        c.pipeline,
-        c.bench,
-        c.others,
-        c.ours() + c.others
-    )
 }
 
 fn drain(seconds: Option<f64>) -> String {
@@ -210,7 +115,7 @@ fn drain(seconds: Option<f64>) -> String {
 }
 
 fn common_rows(out: &mut String, info: &RunInfo, cores: usize) {
-    let _ = writeln!(out, "| CPU used, cores | {} |", cpu(info, cores));
+    let _ = writeln!(out, "| CPU used, cores | {} |", info.cpu.describe(cores));
     if let Some((nats_in, nats_out)) = info.nats_messages
         && info.window_seconds > 0.0
         && info.window_deliveries > 0
@@ -382,6 +287,7 @@ fn latency_table(out: &mut String, l: &Latency, base: Option<&Latency>, cores: u
             thousands(hits as f64)
         );
     }
+    let _ = writeln!(out, "| Publisher schedule | {} |", l.pacing.describe());
     let _ = writeln!(
         out,
         "| Published (acked) | {} |",
@@ -585,6 +491,13 @@ impl Results {
             }
         }
 
+        let _ = writeln!(
+            out,
+            "\nFurther down, each section written by its own command (which replaces only that section): \
+             *Soak* (`make soak`), *Scale-out* (`make bench-scaleout`), *Payload filters* and *Routes at \
+             10,000 endpoints* (`make bench-routes`), *Controller* (`make bench`) and *Reliability under \
+             faults* (`make chaos`)."
+        );
         let _ = writeln!(out, "\n## 1. Throughput\n");
         let _ = writeln!(
             out,
@@ -923,24 +836,6 @@ fn steady_note(l: &Latency) -> String {
             }
         ),
         None => String::new(),
-    }
-}
-
-/// `dir (fstype on device, options)` of the mount holding `dir`, from /proc/mounts.
-fn filesystem_of(dir: &std::path::Path) -> String {
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let best = mounts
-        .lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            (f.len() >= 4 && dir.starts_with(f[1]))
-                .then(|| (f[1].len(), format!("{} on {} ({})", f[2], f[0], f[3])))
-        })
-        .max_by_key(|(len, _)| *len);
-    match best {
-        Some((_, fs)) => format!("{} ({fs}) — `TMPDIR` picks another", dir.display()),
-        None => dir.display().to_string(),
     }
 }
 

@@ -83,7 +83,7 @@ const ROUTING_CONCURRENCY: usize = 256;
 pub const SCHEMA_VALIDATION_FAILED: &str = "SchemaValidationFailed";
 
 /// What routing decided for one event.
-enum Plan {
+pub enum Plan {
     /// No subscription's patterns select it.
     Unrouted,
     /// One job per endpoint (none when every filter turned it down).
@@ -104,7 +104,7 @@ enum Plan {
 
 impl Plan {
     /// The endpoints the event goes to (as a job or as a dead letter).
-    fn endpoints(&self) -> &[EndpointKey] {
+    pub fn endpoints(&self) -> &[EndpointKey] {
         match self {
             Plan::Unrouted => &[],
             Plan::Deliver { endpoints, .. } | Plan::Reject { endpoints, .. } => endpoints,
@@ -241,7 +241,7 @@ impl Router {
             .clone()
             .unwrap_or_else(|| Arc::new(CompiledRoutes::default()));
         let plan = match (routes.tenant(tenant), target) {
-            (Some(compiled), None) => self.plan(tenant, compiled, &event, published),
+            (Some(compiled), None) => plan(tenant, compiled, &event, published, &self.limits),
             // A send-test event: that one endpoint, if the tenant has it.
             (Some(compiled), Some(name)) => {
                 self.plan_test(tenant, compiled, &name, &event, published)
@@ -348,7 +348,7 @@ impl Router {
         };
         let endpoints = vec![EndpointKey::new(tenant, &endpoint.name)];
         let job = event.job(published);
-        match self.reject_reason(event, false) {
+        match reject_reason(event, false, &self.limits) {
             Some((reason, why)) => Plan::Reject {
                 job,
                 endpoints,
@@ -362,89 +362,6 @@ impl Router {
                 filtered_out: Vec::new(),
             },
         }
-    }
-
-    /// Where an event goes: nowhere, to the endpoints whose subscriptions' patterns select it
-    /// and whose filters let it through, or to their dead letters.
-    fn plan(
-        &self,
-        tenant: &str,
-        routes: &CompiledTenant,
-        event: &Inbound<'_>,
-        published: Timestamp,
-    ) -> Plan {
-        let subscribed = routes.subscribed(&event.event_type);
-        if subscribed.is_empty() {
-            return Plan::Unrouted;
-        }
-        let keys = |endpoints: Vec<&EndpointConfig>| -> Vec<EndpointKey> {
-            endpoints
-                .iter()
-                .map(|e| EndpointKey::new(tenant, &e.name))
-                .collect()
-        };
-        let mut job = event.job(published);
-        let schema = routes.schema(&event.event_type);
-        // A broken event goes to every subscriber's dead letters: filters cannot judge it.
-        let need_body = subscribed.has_filters() || schema.is_some();
-        if let Some((reason, why)) = self.reject_reason(event, need_body) {
-            return Plan::Reject {
-                job,
-                endpoints: keys(subscribed.endpoints()),
-                reason,
-                why,
-                filtered_out: Vec::new(),
-            };
-        }
-        let selection = subscribed.select(event);
-        let filtered_out = selection
-            .filtered_out
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-        let endpoints = keys(selection.endpoints);
-        if let Some(schema) = schema
-            && !endpoints.is_empty()
-            && let Err(error) = schema.check(event.body())
-        {
-            match schema.on_invalid {
-                OnInvalid::DeadLetter => {
-                    return Plan::Reject {
-                        job,
-                        endpoints,
-                        reason: SCHEMA_VALIDATION_FAILED,
-                        why: format!(
-                            "payload does not match the schema of event type {}: {error}",
-                            event.event_type
-                        ),
-                        filtered_out,
-                    };
-                }
-                OnInvalid::Deliver => job.schema_invalid = true,
-            }
-        }
-        Plan::Deliver {
-            job,
-            endpoints,
-            filtered_out,
-        }
-    }
-
-    /// Events that can never be delivered, whichever endpoint they go to.
-    fn reject_reason(
-        &self,
-        event: &Inbound<'_>,
-        need_body: bool,
-    ) -> Option<(&'static str, String)> {
-        if let Some(problem) = too_large(event.payload_len(), &self.limits) {
-            return Some(problem);
-        }
-        if let Some(why) = &event.invalid_cloudevent {
-            return Some(("InvalidCloudEvent", why.clone()));
-        }
-        event
-            .json_error(need_body)
-            .map(|why| ("InvalidPayload", why))
     }
 
     async fn enqueue(&self, endpoint: &EndpointKey, job: &Job) -> Result<(), PublishError> {
@@ -482,6 +399,90 @@ impl Router {
         self.metrics.dead_lettered.get_or_create(&labels).inc();
         Ok(())
     }
+}
+
+/// Where an event goes: nowhere, to the endpoints whose subscriptions' patterns select it
+/// and whose filters let it through, or to their dead letters. No I/O, so the routes bench
+/// measures exactly what the router runs per event.
+pub fn plan(
+    tenant: &str,
+    routes: &CompiledTenant,
+    event: &Inbound<'_>,
+    published: Timestamp,
+    limits: &EventLimits,
+) -> Plan {
+    let subscribed = routes.subscribed(&event.event_type);
+    if subscribed.is_empty() {
+        return Plan::Unrouted;
+    }
+    let keys = |endpoints: Vec<&EndpointConfig>| -> Vec<EndpointKey> {
+        endpoints
+            .iter()
+            .map(|e| EndpointKey::new(tenant, &e.name))
+            .collect()
+    };
+    let mut job = event.job(published);
+    let schema = routes.schema(&event.event_type);
+    // A broken event goes to every subscriber's dead letters: filters cannot judge it.
+    let need_body = subscribed.has_filters() || schema.is_some();
+    if let Some((reason, why)) = reject_reason(event, need_body, limits) {
+        return Plan::Reject {
+            job,
+            endpoints: keys(subscribed.endpoints()),
+            reason,
+            why,
+            filtered_out: Vec::new(),
+        };
+    }
+    let selection = subscribed.select(event);
+    let filtered_out = selection
+        .filtered_out
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    let endpoints = keys(selection.endpoints);
+    if let Some(schema) = schema
+        && !endpoints.is_empty()
+        && let Err(error) = schema.check(event.body())
+    {
+        match schema.on_invalid {
+            OnInvalid::DeadLetter => {
+                return Plan::Reject {
+                    job,
+                    endpoints,
+                    reason: SCHEMA_VALIDATION_FAILED,
+                    why: format!(
+                        "payload does not match the schema of event type {}: {error}",
+                        event.event_type
+                    ),
+                    filtered_out,
+                };
+            }
+            OnInvalid::Deliver => job.schema_invalid = true,
+        }
+    }
+    Plan::Deliver {
+        job,
+        endpoints,
+        filtered_out,
+    }
+}
+
+/// Events that can never be delivered, whichever endpoint they go to.
+fn reject_reason(
+    event: &Inbound<'_>,
+    need_body: bool,
+    limits: &EventLimits,
+) -> Option<(&'static str, String)> {
+    if let Some(problem) = too_large(event.payload_len(), limits) {
+        return Some(problem);
+    }
+    if let Some(why) = &event.invalid_cloudevent {
+        return Some(("InvalidCloudEvent", why.clone()));
+    }
+    event
+        .json_error(need_body)
+        .map(|why| ("InvalidPayload", why))
 }
 
 /// Keeps the metrics' subscription count (for the label cap) in step with the routes.
