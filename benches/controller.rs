@@ -112,6 +112,9 @@ impl RouteSink for NullSink {
     fn discard_endpoint(&self, _: EndpointKey) -> BoxFuture<'_, Result<(), Error>> {
         async { Ok(()) }.boxed()
     }
+    fn held_back(&self, _: EndpointKey, _: bool) -> BoxFuture<'_, Result<u64, Error>> {
+        async { Ok(0) }.boxed()
+    }
     fn enable_endpoint(&self, _: EndpointKey) -> BoxFuture<'_, Result<bool, Error>> {
         async { Ok(false) }.boxed()
     }
@@ -347,7 +350,7 @@ fn main() {
         for endpoint in world.ctx.stores.endpoints.state() {
             let key = EndpointKey::new(endpoint.metadata.namespace.clone().unwrap_or_default(), endpoint.metadata.name.clone().unwrap_or_default());
             let counters = EndpointStats::default();
-            if let Some(next) = status::counter_status(&endpoint, &counters, Timestamp::now()) {
+            if let Some(next) = status::counter_status(&endpoint, &counters, None, Timestamp::now()) {
                 // First fold writes; mirror what the watch would bring back into the cache.
                 let mut updated = (*endpoint).clone();
                 let status = updated.status.get_or_insert_with(Default::default);
@@ -360,7 +363,7 @@ fn main() {
         let mut status_rounds_writes = 0;
         for endpoint in world.ctx.stores.endpoints.state() {
             let key = EndpointKey::new(endpoint.metadata.namespace.clone().unwrap_or_default(), endpoint.metadata.name.clone().unwrap_or_default());
-            if status::counter_status(&endpoint, &stats.get(&key), Timestamp::now()).is_some() {
+            if status::counter_status(&endpoint, &stats.get(&key), None, Timestamp::now()).is_some() {
                 status_rounds_writes += 1;
             }
         }

@@ -62,6 +62,7 @@ pub struct Metrics {
     pub endpoints: Family<HealthLabels, Gauge>,
     pub circuit_open: Family<TenantLabels, Gauge>,
     pub events_filtered: Family<SubscriptionLabels, Counter>,
+    pub fifo_held_back: Family<EndpointLabels, Gauge>,
     endpoint_labels: AtomicBool,
     subscription_labels: AtomicBool,
     max_endpoint_labels: usize,
@@ -102,6 +103,7 @@ impl Metrics {
         let endpoints = Family::default();
         let circuit_open = Family::default();
         let events_filtered = Family::default();
+        let fifo_held_back = Family::default();
         registry.register(
             "webhook_events_received",
             "Events read from the events stream",
@@ -154,6 +156,11 @@ impl Metrics {
             "Events a subscription's payload filter turned down",
             events_filtered.clone(),
         );
+        registry.register(
+            "webhook_fifo_held_back",
+            "FIFO endpoints: events waiting behind a failing one, as seen by the process delivering them",
+            fifo_held_back.clone(),
+        );
         Self {
             registry,
             events_received,
@@ -166,6 +173,7 @@ impl Metrics {
             endpoints,
             circuit_open,
             events_filtered,
+            fifo_held_back,
             endpoint_labels: AtomicBool::new(true),
             subscription_labels: AtomicBool::new(true),
             max_endpoint_labels,
@@ -186,6 +194,7 @@ impl Metrics {
             );
             self.delivery_attempts.clear();
             self.dead_lettered.clear();
+            self.fifo_held_back.clear();
         }
     }
 
@@ -201,10 +210,31 @@ impl Metrics {
                 result: result.as_label(),
             });
         }
-        self.dead_lettered.remove(&EndpointLabels {
+        let labels = EndpointLabels {
             tenant: tenant.to_owned(),
             endpoint: name.to_owned(),
-        });
+        };
+        self.dead_lettered.remove(&labels);
+        self.fifo_held_back.remove(&labels);
+    }
+
+    /// Sets an endpoint's `webhook_fifo_held_back`; above the label cap there is no such
+    /// series (a gauge cannot be folded into `_overflow`).
+    pub fn set_held_back(&self, tenant: &str, name: &str, held_back: Option<u64>) {
+        let labels = EndpointLabels {
+            tenant: tenant.to_owned(),
+            endpoint: name.to_owned(),
+        };
+        match held_back {
+            Some(count) if self.endpoint_labels.load(Ordering::Relaxed) => {
+                self.fifo_held_back
+                    .get_or_create(&labels)
+                    .set(i64::try_from(count).unwrap_or(i64::MAX));
+            }
+            _ => {
+                self.fifo_held_back.remove(&labels);
+            }
+        }
     }
 
     /// The `endpoint` label value to record, honouring the cardinality cap.

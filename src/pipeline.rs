@@ -7,7 +7,7 @@ use async_nats::jetstream;
 
 use crate::{
     dataplane::{
-        router::EventLimits,
+        plan::EventLimits,
         topology::{self, Authority, Topology, TopologySettings},
     },
     metrics::Metrics,

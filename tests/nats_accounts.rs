@@ -1,7 +1,8 @@
 //! config/nats/accounts.conf is a working least-privilege setup: a nats-server running it,
 //! and each role's real code connected as its own user (with its own inbox prefix), deliver
-//! events of two tenants end to end without a single permission violation; and what a role
-//! must not do (another tenant's events, jobs, attempts or inbox; the routes, for a router)
+//! events of two tenants end to end (one through jobs, one through a FIFO queue) without a
+//! single permission violation; and what a role must not do (another tenant's events, jobs,
+//! attempts or inbox; the routers' consumer, for a delivery user; the routes, for a router)
 //! is refused by the server.
 
 mod common;
@@ -175,7 +176,13 @@ fn deliver_args(nats: &SecuredNats, tenant: &str) -> (DeliverArgs, String) {
     )
 }
 
+/// One endpoint, `orders`; globex's is FIFO.
 fn routes(tenant: &str, url: &str) -> TenantRoutes {
+    let ordering = if tenant == "globex" {
+        "fifo"
+    } else {
+        "unordered"
+    };
     let endpoint: EndpointConfig = serde_json::from_value(serde_json::json!({
         "name": "orders",
         "url": url,
@@ -183,6 +190,7 @@ fn routes(tenant: &str, url: &str) -> TenantRoutes {
         "timeout": "5s",
         "retry": { "maxAttempts": 3, "initialBackoff": "200ms", "maxBackoff": "1s", "maxAge": "1h" },
         "maxInFlight": 4,
+        "ordering": ordering,
     }))
     .expect("endpoint");
     TenantRoutes {
@@ -300,6 +308,18 @@ async fn each_role_works_with_only_its_own_permissions() {
         .await;
         assert!(folded, "counters not folded by the controller ({admin})");
     }
+    let events_stream = controller
+        .js
+        .get_stream("WEBHOOK_EVENTS")
+        .await
+        .expect("events stream");
+    assert!(
+        events_stream
+            .consumer_info("fifo_globex_orders")
+            .await
+            .is_ok(),
+        "the router created globex's FIFO queue"
+    );
     NatsRouteSink {
         js: controller.js.clone(),
         routes: controller.topology.routes.clone(),
@@ -308,7 +328,14 @@ async fn each_role_works_with_only_its_own_permissions() {
     }
     .discard_endpoint(EndpointKey::new("globex", "orders"))
     .await
-    .expect("controller discards a deleted endpoint's jobs");
+    .expect("controller discards a deleted endpoint's jobs and FIFO queue");
+    assert!(
+        events_stream
+            .consumer_info("fifo_globex_orders")
+            .await
+            .is_err(),
+        "the FIFO queue went with the endpoint"
+    );
     assert_eq!(
         nats.violations(),
         Vec::<String>::new(),
@@ -337,27 +364,65 @@ async fn each_role_works_with_only_its_own_permissions() {
         "deliver_acme creating jobs",
         publish_stored(deliver_acme.clone(), "webhook.jobs.acme.orders").await,
     );
-    let globex_jobs = deliver_acme
-        .create_consumer_on_stream(
-            pull::Config {
-                durable_name: Some("deliver_globex_orders".into()),
-                filter_subject: "webhook.jobs.globex.orders".into(),
-                ..Default::default()
-            },
+    // Whether deliver_acme may create a consumer `name` on `stream` filtered to `filter`.
+    let consumes = |stream: &'static str, name: &'static str, filter: &'static str| {
+        let js = deliver_acme.clone();
+        async move {
+            js.create_consumer_on_stream(
+                pull::Config {
+                    durable_name: Some(name.into()),
+                    filter_subject: filter.into(),
+                    ..Default::default()
+                },
+                stream,
+            )
+            .await
+            .is_ok()
+        }
+    };
+    refused(
+        "deliver_acme consuming globex's jobs",
+        consumes(
             "WEBHOOK_JOBS",
+            "deliver_globex_orders",
+            "webhook.jobs.globex.orders",
         )
-        .await;
-    refused("deliver_acme consuming globex's jobs", globex_jobs.is_ok());
-    let events = deliver_acme
-        .create_consumer_on_stream(
-            pull::Config {
-                durable_name: Some("spy".into()),
-                ..Default::default()
-            },
-            "WEBHOOK_EVENTS",
-        )
-        .await;
-    refused("deliver_acme reading the events stream", events.is_ok());
+        .await,
+    );
+    refused(
+        "deliver_acme reading the events stream",
+        consumes("WEBHOOK_EVENTS", "spy", "").await,
+    );
+    refused(
+        "deliver_acme queueing globex's events",
+        consumes("WEBHOOK_EVENTS", "fifo_globex_orders", "events.globex.>").await,
+    );
+    let acme_events = deliver_acme
+        .get_stream("WEBHOOK_EVENTS")
+        .await
+        .expect("deliver_acme sees the events stream");
+    let routers: jetstream::consumer::PullConsumer = acme_events
+        .get_consumer("router")
+        .await
+        .expect("consumer info is allowed");
+    let stolen = match routers
+        .fetch()
+        .max_messages(1)
+        .expires(WAIT)
+        .messages()
+        .await
+    {
+        Ok(mut batch) => matches!(
+            tokio::time::timeout(WAIT, futures::StreamExt::next(&mut batch)).await,
+            Ok(Some(Ok(_)))
+        ),
+        Err(_) => false,
+    };
+    refused("deliver_acme pulling from the routers' consumer", stolen);
+    refused(
+        "deliver_acme deleting the routers' consumer",
+        acme_events.delete_consumer("router").await.is_ok(),
+    );
     let router = async_nats::jetstream::new(nats.client("router").await);
     let routes_store = router
         .get_key_value("webhook-routes")
@@ -390,6 +455,21 @@ async fn each_role_works_with_only_its_own_permissions() {
             "deliver_acme",
             "Publish",
             "$JS.API.CONSUMER.CREATE.WEBHOOK_EVENTS.spy",
+        ),
+        (
+            "deliver_acme",
+            "Publish",
+            "$JS.API.CONSUMER.CREATE.WEBHOOK_EVENTS.fifo_globex_orders.events.globex.>",
+        ),
+        (
+            "deliver_acme",
+            "Publish",
+            "$JS.API.CONSUMER.MSG.NEXT.WEBHOOK_EVENTS.router",
+        ),
+        (
+            "deliver_acme",
+            "Publish",
+            "$JS.API.CONSUMER.DELETE.WEBHOOK_EVENTS.router",
         ),
         ("router", "Publish", "$KV.webhook-routes.acme"),
     ]

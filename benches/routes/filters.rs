@@ -1,5 +1,5 @@
 //! What payload filters cost the router: events/s through its routing decision
-//! (`Inbound::read`, then `dataplane::router::plan`) for one tenant of 1,000 endpoints with one
+//! (`Inbound::read`, then `dataplane::plan::EventMessage::plan_subscribed`) for one tenant of 1,000 endpoints with one
 //! subscription each, once without filters and once with a filter on every subscription, side
 //! by side in one run. Two shapes: each event type selected by 10 of the 1,000 subscriptions
 //! (100 event types), and every subscription selecting every event (the worst case for
@@ -21,7 +21,7 @@ use serde_json::json;
 use webhook_operator::{
     dataplane::{
         inbound::Inbound,
-        router::{EventLimits, plan},
+        plan::{EventLimits, EventMessage},
     },
     model::CompiledTenant,
 };
@@ -128,8 +128,15 @@ fn measure(routes: &CompiledTenant, events: &[Event]) -> (f64, f64) {
                 limits.max_payload_bytes,
                 || "evt".into(),
             );
-            let plan = plan(TENANT, routes, &inbound, published, &limits);
-            endpoints += black_box(plan.endpoints()).len();
+            let message = EventMessage {
+                tenant: TENANT,
+                sequence: 0,
+                delivered: 1,
+                published,
+                target: None,
+                event: inbound,
+            };
+            endpoints += black_box(message.plan_subscribed(routes, &limits)).endpoint_count();
         }
         routed += events.len();
     }
@@ -218,7 +225,7 @@ pub fn run(cores: usize) {
          `{{field: $.data.currency, in: [EUR, USD, GBP]}}` and `{{field: $.data.amount, gte: <0..900>}}`. \
          {EVENTS} events (~300-byte JSON orders) cycle; about one in ten passes a given filter. Events/s is \
          the router's whole routing decision, one thread: `Inbound::read` (headers, id, type) and \
-         `router::plan` (pattern match, JSON check or parse, every selected subscription's filter, the \
+         `EventMessage::plan_subscribed` (pattern match, JSON check or parse, every selected subscription's filter, the \
          endpoint list). Without filters the body is only validated; with filters it is parsed once per \
          event, however many filters read it. Medians of {RUNS} runs of {} ms, both variants interleaved \
          in one run on a shared, noisy machine ({cores} cores, other work running). Storing the jobs \

@@ -17,8 +17,8 @@ use super::{
 use crate::{
     dataplane::{
         inspect::{self, EventView},
+        plan::EventLimits,
         replay::{self, RedeliverError},
-        router::EventLimits,
     },
     model::EndpointKey,
 };

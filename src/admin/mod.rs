@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     dataplane::{
+        fifo_queue,
         ingest::{self, IngestError},
         stats::StatsView,
     },
@@ -41,6 +42,8 @@ pub struct CatalogEntry {
     pub key: EndpointKey,
     pub url: String,
     pub paused: bool,
+    /// `ordering: fifo`: the listing shows its held-back count.
+    pub fifo: bool,
     /// Why the endpoint is invalid, if it is.
     pub problem: Option<(String, String)>,
 }
@@ -202,6 +205,9 @@ pub struct EndpointView {
     pub consecutive_failures: u64,
     pub last_success_time: Option<Timestamp>,
     pub last_failure: Option<LastFailure>,
+    /// FIFO endpoints: events waiting behind a failing one (as in status).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_back: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -210,10 +216,21 @@ pub struct EndpointView {
 
 async fn list_endpoints(State(state): State<AdminState>) -> Json<Vec<EndpointView>> {
     let entries = state.catalog.borrow().clone();
-    let views = entries
-        .iter()
-        .map(|entry| {
+    let views = entries.iter().map(|entry| {
+        let state = &state;
+        async move {
             let stats = state.stats.get(&entry.key);
+            // Read from the queue only while something fails: one look per failing FIFO endpoint.
+            let held_back = match entry.fifo && entry.problem.is_none() {
+                false => None,
+                true => fifo_queue::held_back_of(
+                    &state.js,
+                    &entry.key,
+                    fifo_queue::head_failing(&stats),
+                )
+                .await
+                .ok(),
+            };
             EndpointView {
                 namespace: entry.key.tenant.clone(),
                 name: entry.key.name.clone(),
@@ -225,12 +242,13 @@ async fn list_endpoints(State(state): State<AdminState>) -> Json<Vec<EndpointVie
                 consecutive_failures: stats.consecutive_failures,
                 last_success_time: stats.last_success_time,
                 last_failure: stats.last_failure,
+                held_back,
                 reason: entry.problem.as_ref().map(|p| p.0.clone()),
                 message: entry.problem.as_ref().map(|p| p.1.clone()),
             }
-        })
-        .collect();
-    Json(views)
+        }
+    });
+    Json(futures::future::join_all(views).await)
 }
 
 async fn ingest_event(
@@ -278,6 +296,7 @@ pub fn catalog_from_routes(
                         key: EndpointKey::new(tenant, &e.name),
                         url: e.url.clone(),
                         paused: e.paused,
+                        fifo: e.is_fifo(),
                         problem: None,
                     })
                     .collect::<Vec<_>>()

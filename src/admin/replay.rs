@@ -17,8 +17,8 @@ use super::{
 };
 use crate::dataplane::{
     ingest::{self, IngestError},
+    plan::EventLimits,
     replay,
-    router::EventLimits,
 };
 
 pub fn routes() -> Router<AdminState> {

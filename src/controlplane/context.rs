@@ -51,8 +51,11 @@ use crate::{
 pub trait RouteSink: Send + Sync {
     fn publish(&self, routes: TenantRoutes) -> BoxFuture<'_, Result<(), Error>>;
     fn remove(&self, tenant: String) -> BoxFuture<'_, Result<(), Error>>;
-    /// Drops an endpoint's queued jobs and counters: its resource was deleted.
+    /// Drops an endpoint's queued jobs, FIFO queue and counters: its resource was deleted.
     fn discard_endpoint(&self, endpoint: EndpointKey) -> BoxFuture<'_, Result<(), Error>>;
+    /// A FIFO endpoint's held-back count (see [`crate::dataplane::fifo_queue::held_back`]),
+    /// given whether its last attempt failed.
+    fn held_back(&self, endpoint: EndpointKey, failing: bool) -> BoxFuture<'_, Result<u64, Error>>;
     /// Re-enables an auto-disabled endpoint; returns whether it was disabled.
     fn enable_endpoint(&self, endpoint: EndpointKey) -> BoxFuture<'_, Result<bool, Error>>;
     /// Queues the endpoint's dead letters since `since` for delivery again.

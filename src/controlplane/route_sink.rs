@@ -8,10 +8,10 @@ use jiff::Timestamp;
 use super::{context::RouteSink, error::Error};
 use crate::{
     dataplane::{
+        fifo_queue,
+        plan::EventLimits,
         replay::{self, ReplayReport},
-        route_store,
-        router::EventLimits,
-        stats,
+        route_store, stats,
         topology::{JOBS_STREAM, delivery_consumer, job_subject, stats_key},
     },
     model::{EndpointKey, TenantRoutes},
@@ -71,6 +71,9 @@ impl RouteSink for NatsRouteSink {
                 .map_err(|e| routes_error(&tenant, e))?;
             // Missing consumer or jobs are fine: the endpoint may never have received any.
             let _ = stream.delete_consumer(&delivery_consumer(&endpoint)).await;
+            fifo_queue::remove(&self.js, &endpoint)
+                .await
+                .map_err(|e| routes_error(&tenant, e))?;
             stream
                 .purge()
                 .filter(job_subject(&endpoint))
@@ -81,6 +84,15 @@ impl RouteSink for NatsRouteSink {
                 .await
                 .map_err(|e| routes_error(&tenant, e))?;
             Ok(())
+        }
+        .boxed()
+    }
+
+    fn held_back(&self, endpoint: EndpointKey, failing: bool) -> BoxFuture<'_, Result<u64, Error>> {
+        async move {
+            fifo_queue::held_back_of(&self.js, &endpoint, failing)
+                .await
+                .map_err(|e| routes_error(&endpoint.tenant, e))
         }
         .boxed()
     }

@@ -23,8 +23,8 @@ use super::{
     error::Error,
 };
 use crate::{
-    dataplane::stats::StatsView,
-    model::{EndpointKey, EndpointStats, Health},
+    dataplane::{fifo_queue, stats::StatsView},
+    model::{DeliveryOrder, EndpointKey, EndpointStats, Health},
     resources::{WebhookEndpoint, WebhookEndpointStatus},
 };
 
@@ -123,12 +123,16 @@ pub struct CounterStatus {
     pub last_success_time: Option<Time>,
     pub last_failure_time: Option<Time>,
     pub last_failure: Option<crate::model::LastFailure>,
+    /// FIFO endpoints only.
+    pub held_back: Option<i64>,
 }
 
 /// What the status writer would write, or `None` when the object already shows it.
+/// `held_back`: the count of a FIFO endpoint, `None` for others.
 pub fn counter_status(
     endpoint: &WebhookEndpoint,
     stats: &EndpointStats,
+    held_back: Option<u64>,
     now: Timestamp,
 ) -> Option<CounterStatus> {
     let current = endpoint.status.clone().unwrap_or_default();
@@ -145,6 +149,7 @@ pub fn counter_status(
         last_success_time: stats.last_success_time.map(Time),
         last_failure_time: stats.last_failure_time.map(Time),
         last_failure: stats.last_failure.clone(),
+        held_back: held_back.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
     };
     let unchanged = current.health == Some(health)
         && desired.is_current(&current.conditions, generation)
@@ -160,11 +165,12 @@ fn counters_match(current: &WebhookEndpointStatus, c: &CounterStatus) -> bool {
         && current.last_success_time == c.last_success_time
         && current.last_failure_time == c.last_failure_time
         && current.last_failure == c.last_failure
+        && current.held_back == c.held_back
 }
 
 /// Server-side apply body for the status writer's fields.
 pub fn counter_patch(c: &CounterStatus) -> serde_json::Value {
-    json!({
+    let mut patch = json!({
         "apiVersion": "webhook-operator.io/v1alpha1",
         "kind": "WebhookEndpoint",
         "status": {
@@ -178,7 +184,13 @@ pub fn counter_patch(c: &CounterStatus) -> serde_json::Value {
             "lastFailureTime": c.last_failure_time,
             "lastFailure": c.last_failure,
         }
-    })
+    });
+    // Left out for unordered endpoints, so applying without it removes a count left over
+    // from when the endpoint was FIFO.
+    if let Some(held_back) = c.held_back {
+        patch["status"]["heldBack"] = json!(held_back);
+    }
+    patch
 }
 
 /// Transitions worth a Kubernetes Event: (type is warning, reason, note).
@@ -254,8 +266,28 @@ async fn write_counters(
     if endpoint.metadata.deletion_timestamp.is_some() {
         return Ok(());
     }
-    let counters = stats.get(&EndpointKey::new(&namespace, endpoint.name_any()));
-    let Some(next) = counter_status(endpoint, &counters, Timestamp::now()) else {
+    let key = EndpointKey::new(&namespace, endpoint.name_any());
+    let counters = stats.get(&key);
+    let held_back = match endpoint.spec.ordering {
+        DeliveryOrder::Unordered => None,
+        // One look at the queue per failing FIFO endpoint and round; on error the count stays.
+        DeliveryOrder::Fifo => match ctx
+            .routes
+            .held_back(key, fifo_queue::head_failing(&counters))
+            .await
+        {
+            Ok(count) => Some(count),
+            Err(error) => {
+                tracing::debug!(%error, "held-back count unavailable; keeping the last one");
+                endpoint
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.held_back)
+                    .and_then(|n| u64::try_from(n).ok())
+            }
+        },
+    };
+    let Some(next) = counter_status(endpoint, &counters, held_back, Timestamp::now()) else {
         return Ok(());
     };
     let api: Api<WebhookEndpoint> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -296,6 +328,7 @@ mod tests {
         status.last_success_time = c.last_success_time.clone();
         status.last_failure_time = c.last_failure_time.clone();
         status.last_failure = c.last_failure.clone();
+        status.held_back = c.held_back;
     }
 
     #[test]
@@ -306,11 +339,11 @@ mod tests {
             last_success_time: Some(Timestamp::UNIX_EPOCH),
             ..Default::default()
         };
-        let first = counter_status(&endpoint, &stats, Timestamp::now()).expect("first write");
+        let first = counter_status(&endpoint, &stats, None, Timestamp::now()).expect("first write");
         assert_eq!(first.health, Health::Healthy);
         applied(&mut endpoint, &first);
         assert_eq!(
-            counter_status(&endpoint, &stats, Timestamp::now()),
+            counter_status(&endpoint, &stats, None, Timestamp::now()),
             None,
             "nothing changed, nothing written"
         );
@@ -318,7 +351,7 @@ mod tests {
             delivered: 4,
             ..stats
         };
-        assert!(counter_status(&endpoint, &more, Timestamp::now()).is_some());
+        assert!(counter_status(&endpoint, &more, None, Timestamp::now()).is_some());
     }
 
     #[test]
@@ -330,7 +363,7 @@ mod tests {
             dead_lettered: 1,
             ..Default::default()
         };
-        let next = counter_status(&endpoint, &failing, Timestamp::now()).expect("write");
+        let next = counter_status(&endpoint, &failing, None, Timestamp::now()).expect("write");
         assert_eq!(next.health, Health::Failing);
         assert!(
             next.healthy.message.contains("https://a.example"),
@@ -353,7 +386,7 @@ mod tests {
             dead_lettered: 1,
             ..Default::default()
         };
-        let recovered = counter_status(&endpoint, &healthy, Timestamp::now()).expect("write");
+        let recovered = counter_status(&endpoint, &healthy, None, Timestamp::now()).expect("write");
         let reasons: Vec<_> = transitions(&previous, &recovered)
             .into_iter()
             .map(|e| e.1)
@@ -375,7 +408,7 @@ mod tests {
             health: Some(Health::Failing),
             ..Default::default()
         };
-        let next = counter_status(&endpoint, &disabled, Timestamp::now()).expect("write");
+        let next = counter_status(&endpoint, &disabled, None, Timestamp::now()).expect("write");
         assert_eq!(next.health, Health::Disabled);
         assert_eq!(next.healthy.reason, "AutoDisabled");
         assert_eq!(next.healthy.status, "False");
@@ -398,12 +431,49 @@ mod tests {
             disabled_time: None,
             ..disabled
         };
-        let next = counter_status(&endpoint, &enabled, Timestamp::now()).expect("write");
+        let next = counter_status(&endpoint, &enabled, None, Timestamp::now()).expect("write");
         let reasons: Vec<_> = transitions(&was_disabled, &next)
             .into_iter()
             .map(|e| (e.0, e.1))
             .collect();
         assert_eq!(reasons, [(false, "Enabled")]);
+    }
+
+    #[test]
+    fn fifo_endpoints_show_their_held_back_count() {
+        let mut endpoint = endpoint();
+        let failing = EndpointStats {
+            failed_attempts: 2,
+            consecutive_failures: 2,
+            ..Default::default()
+        };
+        assert!(fifo_queue::head_failing(&failing));
+        let next = counter_status(&endpoint, &failing, Some(41), Timestamp::now()).expect("write");
+        assert_eq!(next.held_back, Some(41));
+        assert_eq!(counter_patch(&next)["status"]["heldBack"], 41);
+        applied(&mut endpoint, &next);
+        assert_eq!(
+            counter_status(&endpoint, &failing, Some(41), Timestamp::now()),
+            None,
+            "an unchanged count is not written again"
+        );
+        let recovered = EndpointStats {
+            delivered: 1,
+            failed_attempts: 2,
+            last_success_time: Some(Timestamp::UNIX_EPOCH),
+            ..Default::default()
+        };
+        assert!(!fifo_queue::head_failing(&recovered));
+        let next = counter_status(&endpoint, &recovered, Some(0), Timestamp::now()).expect("write");
+        assert_eq!(next.held_back, Some(0));
+        applied(&mut endpoint, &next);
+        let unordered = counter_status(&endpoint, &recovered, None, Timestamp::now())
+            .expect("the count goes when the endpoint is no longer FIFO");
+        assert!(
+            counter_patch(&unordered)["status"]
+                .get("heldBack")
+                .is_none()
+        );
     }
 
     #[test]

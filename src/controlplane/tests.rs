@@ -170,6 +170,8 @@ struct RecordingSink {
 
 /// Dead letters every recorded replay reports as queued again.
 const REPLAYED: u64 = 3;
+/// What the recording sink reports as a failing FIFO endpoint's held-back count.
+const HELD_BACK: u64 = 7;
 
 impl RouteSink for RecordingSink {
     fn publish(&self, routes: TenantRoutes) -> BoxFuture<'_, Result<(), Error>> {
@@ -183,6 +185,13 @@ impl RouteSink for RecordingSink {
     fn discard_endpoint(&self, endpoint: EndpointKey) -> BoxFuture<'_, Result<(), Error>> {
         self.discarded.lock().unwrap().push(endpoint);
         async { Ok(()) }.boxed()
+    }
+    fn held_back(
+        &self,
+        _endpoint: EndpointKey,
+        failing: bool,
+    ) -> BoxFuture<'_, Result<u64, Error>> {
+        async move { Ok(if failing { HELD_BACK } else { 0 }) }.boxed()
     }
     fn enable_endpoint(&self, endpoint: EndpointKey) -> BoxFuture<'_, Result<bool, Error>> {
         self.enabled.lock().unwrap().push(endpoint);
@@ -705,6 +714,45 @@ async fn status_is_folded_at_most_once_per_interval() {
             .map(|c| c.body["status"]["delivered"] != json!(0)),
         Some(true)
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_status_writer_shows_held_back_counts_of_fifo_endpoints_only() {
+    let mut f = Fixture::new();
+    let fifo = endpoint_with(
+        "ordered",
+        json!({ "url": "https://ordered.example", "ordering": "fifo" }),
+        true,
+    );
+    let plain = endpoint("plain", "https://plain.example", true);
+    f.add_endpoint(&fifo);
+    f.add_endpoint(&plain);
+    let stats = StatsView::default();
+    let failing = EndpointStats {
+        failed_attempts: 1,
+        consecutive_failures: 1,
+        ..Default::default()
+    };
+    stats.insert(EndpointKey::new("acme", "ordered"), failing.clone());
+    stats.insert(EndpointKey::new("acme", "plain"), failing);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let writer = tokio::spawn(status::run(f.ctx.clone(), stats.clone(), cancel.clone()));
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    cancel.cancel();
+    let _ = writer.await;
+    let written = |name: &str| {
+        f.api
+            .writes()
+            .into_iter()
+            .find(|c| {
+                c.path
+                    .ends_with(&format!("/webhookendpoints/{name}/status"))
+            })
+            .map(|c| c.body["status"].clone())
+            .unwrap_or_else(|| panic!("no status write for {name}"))
+    };
+    assert_eq!(written("ordered")["heldBack"], json!(HELD_BACK));
+    assert!(written("plain").get("heldBack").is_none());
 }
 
 #[tokio::test]

@@ -4,10 +4,12 @@
 pub mod attempt_log;
 pub mod delivery;
 pub mod event_index;
+pub mod fifo_queue;
 pub mod inbound;
 pub mod ingest;
 pub mod inspect;
 pub mod job;
+pub mod plan;
 pub mod publisher;
 pub mod replay;
 pub mod route_store;

@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use super::{
     inspect::{self, InspectError},
     job::Job,
-    router::{EventLimits, rejection},
+    plan::{EventLimits, rejection},
     subject_reader::{self, Fetch, ForwardRead, Start},
     topology::{DEAD_LETTER_STREAM, dead_letter_subject, job_subject},
 };

@@ -11,6 +11,13 @@
 //! | counters        | KV bucket | `webhook-stats`, key `<tenant>.<ep>`              |
 //! | event index     | KV bucket | `webhook-event-index`, key `<tenant>.<base64url(event id)>`, kept as long as events |
 //!
+//! | consumer        | on stream        | name                  | filter / settings                  |
+//! |-----------------|------------------|-----------------------|------------------------------------|
+//! | routers         | `WEBHOOK_EVENTS` | `router`              | all events                          |
+//! | endpoint jobs   | `WEBHOOK_JOBS`   | `deliver_<tenant>_<ep>` | `webhook.jobs.<tenant>.<ep>`; memory state, removed after 1 h unused |
+//! | FIFO queue      | `WEBHOOK_EVENTS` | `fifo_<tenant>_<ep>`  | `events.<tenant>.>`; file state, never expires: it *is* the queue (see [`super::fifo_queue`]) |
+//! | stats folder    | `WEBHOOK_ATTEMPTS` | `stats`             | the attempt log                     |
+//!
 //! `<ep>` is the endpoint name with `.` replaced by `_` (Kubernetes names never contain `_`,
 //! NATS tokens never contain `.`), so the mapping is one-to-one.
 
@@ -266,6 +273,16 @@ pub fn delivery_consumer(key: &EndpointKey) -> String {
     format!("deliver_{}_{}", key.tenant, endpoint_token(&key.name))
 }
 
+/// The FIFO queue of one endpoint: its durable consumer on the events stream.
+pub fn fifo_consumer(key: &EndpointKey) -> String {
+    format!("fifo_{}_{}", key.tenant, endpoint_token(&key.name))
+}
+
+/// What a tenant's FIFO queues read: every event of the tenant (see [`super::fifo_queue`]).
+pub fn tenant_events(tenant: &str) -> String {
+    format!("{EVENTS_PREFIX}.{tenant}.>")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +297,8 @@ mod tests {
         );
         assert_eq!(endpoint_from_stats_key(&stats_key(&key)), Some(key.clone()));
         assert_eq!(delivery_consumer(&key), "deliver_acme_orders_v2");
+        assert_eq!(fifo_consumer(&key), "fifo_acme_orders_v2");
+        assert_eq!(tenant_events("acme"), "events.acme.>");
     }
 
     #[test]

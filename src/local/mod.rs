@@ -108,6 +108,7 @@ pub async fn run(args: LocalArgs, cancel: CancellationToken) -> anyhow::Result<(
         require_https: args.outbound.require_https,
         metrics: connected.metrics.clone(),
         breaker: args.breaker,
+        limits: args.pipeline.event_limits(),
     });
     tokio::spawn(crate::dataplane::delivery::run(
         ctx,
@@ -232,6 +233,7 @@ impl ManifestWatcher {
                     key: EndpointKey::new(tenant, &name),
                     url: without_credentials(&endpoint.spec.url),
                     paused: endpoint.spec.paused,
+                    fifo: endpoint.spec.ordering.is_fifo(),
                     problem: report
                         .endpoints
                         .get(&name)

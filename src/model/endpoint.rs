@@ -61,6 +61,42 @@ pub struct EndpointConfig {
     /// Credentials sent as `Authorization`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<EndpointAuth>,
+    /// Parallel delivery, or one event at a time in publish order.
+    #[serde(default, skip_serializing_if = "DeliveryOrder::is_unordered")]
+    pub ordering: DeliveryOrder,
+    /// With [`DeliveryOrder::Fifo`]: the event header whose value names the partition order
+    /// is kept in (events without it share one partition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_key_header: Option<String>,
+}
+
+impl EndpointConfig {
+    /// Whether events reach this endpoint in publish order (through its FIFO queue, not jobs).
+    pub fn is_fifo(&self) -> bool {
+        self.ordering.is_fifo()
+    }
+}
+
+/// In which order an endpoint receives its events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryOrder {
+    /// In parallel, up to `maxInFlight` at once; a failing event is retried without holding
+    /// back the others.
+    #[default]
+    Unordered,
+    /// One at a time in publish order; a failing event holds back the ones behind it.
+    Fifo,
+}
+
+impl DeliveryOrder {
+    pub fn is_unordered(&self) -> bool {
+        *self == Self::Unordered
+    }
+
+    pub fn is_fifo(&self) -> bool {
+        *self == Self::Fifo
+    }
 }
 
 /// How a webhook is framed on the wire.

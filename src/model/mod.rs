@@ -16,8 +16,8 @@ pub mod stats;
 
 pub use credentials::NamespaceData;
 pub use endpoint::{
-    DeliveryFormat, EndpointAuth, EndpointConfig, EndpointKey, ObjectKey, ObjectKind, RateLimit,
-    RetryPolicy, SecretLocation,
+    DeliveryFormat, DeliveryOrder, EndpointAuth, EndpointConfig, EndpointKey, ObjectKey,
+    ObjectKind, RateLimit, RetryPolicy, SecretLocation,
 };
 pub use routes::{CompiledRoutes, CompiledTenant, Route, TenantRoutes};
 pub use stats::{EndpointStats, Health, LastFailure};

@@ -298,6 +298,8 @@ mod tests {
             format: Default::default(),
             ca_bundle: None,
             auth: None,
+            ordering: Default::default(),
+            partition_key_header: None,
         }
     }
 
@@ -426,7 +428,13 @@ mod tests {
             schemas: Vec::new(),
         };
         let text = serde_json::to_string(&routes).unwrap_or_default();
-        for absent in ["filter", "schemas", "format"] {
+        for absent in [
+            "filter",
+            "schemas",
+            "format",
+            "ordering",
+            "partitionKeyHeader",
+        ] {
             assert!(!text.contains(absent), "{text}");
         }
     }

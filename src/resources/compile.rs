@@ -16,8 +16,8 @@ use super::{
     webhook_endpoint::{CaBundleKind, SecretKeyRef},
 };
 use crate::model::{
-    EndpointAuth, EndpointConfig, NamespaceData, ObjectKey, ObjectKind, RateLimit, RetryPolicy,
-    Route, SecretLocation, TenantRoutes,
+    DeliveryOrder, EndpointAuth, EndpointConfig, NamespaceData, ObjectKey, ObjectKind, RateLimit,
+    RetryPolicy, Route, SecretLocation, TenantRoutes,
     credentials::ReferenceProblem,
     duration,
     event_type::{Pattern, validate_event_type},
@@ -262,6 +262,7 @@ fn endpoint_config(
     if let Some(reference) = &ca_bundle {
         data.ca_bundle(reference)?;
     }
+    check_partition_key(spec.ordering, spec.partition_key_header.as_deref())?;
     Ok(EndpointConfig {
         name: endpoint.name_any(),
         url: url.to_string(),
@@ -275,7 +276,30 @@ fn endpoint_config(
         format: spec.format,
         ca_bundle,
         auth,
+        ordering: spec.ordering,
+        partition_key_header: spec.partition_key_header.clone(),
     })
+}
+
+/// `spec.partitionKeyHeader`: a header name, and only with `ordering: fifo` (the CRD's rule,
+/// checked again for local mode and the tenant API).
+fn check_partition_key(ordering: DeliveryOrder, header: Option<&str>) -> Result<(), Problem> {
+    let Some(header) = header else {
+        return Ok(());
+    };
+    if ordering != DeliveryOrder::Fifo {
+        return Err(Problem::new(
+            "InvalidSpec",
+            "spec.partitionKeyHeader: requires spec.ordering: fifo",
+        ));
+    }
+    http::HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+        Problem::new(
+            "InvalidHeader",
+            format!("spec.partitionKeyHeader: {header:?} is not a valid header name"),
+        )
+    })?;
+    Ok(())
 }
 
 /// Parses `spec.url`. Messages never repeat the URL: it is in the spec already, and a
@@ -972,6 +996,57 @@ mod tests {
             })
             .is_ok()
         );
+    }
+
+    #[test]
+    fn ordering_and_partition_key_are_compiled_and_checked() {
+        let data = secrets(&["a"]);
+        let spec = |extra: serde_json::Value| {
+            let mut spec = serde_json::json!({ "url": "https://a.example/x" });
+            if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+                spec.extend(extra.clone());
+            }
+            endpoint_with("a", spec)
+        };
+        let compiled = |e: WebhookEndpoint| {
+            compile_tenant("acme", &[e], &[], &[], &data, Policy::default())
+                .routes
+                .endpoints
+                .pop()
+        };
+        let plain = compiled(endpoint("a", "https://a.example/x")).expect("valid");
+        assert_eq!(plain.ordering, DeliveryOrder::Unordered);
+        assert!(!plain.is_fifo());
+        let fifo = compiled(spec(serde_json::json!({
+            "ordering": "fifo", "partitionKeyHeader": "X-Customer"
+        })))
+        .expect("valid");
+        assert!(fifo.is_fifo());
+        assert_eq!(fifo.partition_key_header.as_deref(), Some("X-Customer"));
+
+        let problem = |extra| {
+            verdict(spec(extra), &data, Policy::default())
+                .err()
+                .map(|p| (p.reason, p.message))
+        };
+        assert_eq!(
+            problem(serde_json::json!({ "partitionKeyHeader": "X-Customer" })),
+            Some((
+                "InvalidSpec",
+                "spec.partitionKeyHeader: requires spec.ordering: fifo".to_owned()
+            ))
+        );
+        assert_eq!(
+            problem(serde_json::json!({ "ordering": "fifo", "partitionKeyHeader": "x y" })),
+            Some((
+                "InvalidHeader",
+                "spec.partitionKeyHeader: \"x y\" is not a valid header name".to_owned()
+            ))
+        );
+        let unknown: Result<WebhookEndpointSpec, _> = serde_json::from_value(
+            serde_json::json!({ "url": "https://a.example", "ordering": "lifo" }),
+        );
+        assert!(unknown.is_err(), "only unordered and fifo exist");
     }
 
     #[test]

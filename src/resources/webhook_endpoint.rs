@@ -7,7 +7,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{DeliveryFormat, Health, LastFailure, duration::GO_DURATION_PATTERN};
+use crate::model::{
+    DeliveryFormat, DeliveryOrder, Health, LastFailure, duration::GO_DURATION_PATTERN,
+};
 
 /// Loose check at admission; the full parse happens in [`super::compile`]. No `@` before the
 /// path: credentials do not belong in a URL that is shown in status and listings (`spec.auth`).
@@ -20,6 +22,11 @@ pub const RESERVED_HEADER_RULE: &str = "self.all(k, !k.lowerAscii().startsWith('
 pub const AUTH_HEADER_RULE: &str = "!has(self.auth) || !has(self.headers) || self.headers.all(k, k.lowerAscii() != 'authorization')";
 /// `tls` configures https connections only.
 pub const TLS_HTTPS_RULE: &str = "!has(self.tls) || self.url.lowerAscii().startsWith('https://')";
+/// Partitions only make sense for FIFO delivery.
+pub const PARTITION_FIFO_RULE: &str =
+    "!has(self.partitionKeyHeader) || (has(self.ordering) && self.ordering == 'fifo')";
+/// An HTTP (and NATS) header name: an RFC 9110 token.
+pub const HEADER_NAME_PATTERN: &str = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
 
 /// Where a tenant wants events delivered, and how.
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
@@ -36,12 +43,14 @@ pub const TLS_HTTPS_RULE: &str = "!has(self.tls) || self.url.lowerAscii().starts
     printcolumn = r#"{"name":"Delivered","type":"integer","jsonPath":".status.delivered"}"#,
     printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.failedAttempts"}"#,
     printcolumn = r#"{"name":"Dead","type":"integer","jsonPath":".status.deadLettered"}"#,
+    printcolumn = r#"{"name":"Held","type":"integer","jsonPath":".status.heldBack","priority":1,"description":"FIFO endpoints: events waiting behind a failing one"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new(AUTH_HEADER_RULE).message("headers cannot set Authorization when auth is set"),
-    validation = Rule::new(TLS_HTTPS_RULE).message("tls applies to https URLs only")
+    validation = Rule::new(TLS_HTTPS_RULE).message("tls applies to https URLs only"),
+    validation = Rule::new(PARTITION_FIFO_RULE).message("partitionKeyHeader requires ordering: fifo")
 )]
 pub struct WebhookEndpointSpec {
     /// Callback URL, http or https.
@@ -81,6 +90,16 @@ pub struct WebhookEndpointSpec {
     /// Credentials sent as `Authorization` on every request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
+    /// `unordered` (parallel, up to `maxInFlight`) or `fifo`: one event at a time in publish
+    /// order, a failing event holding back the ones behind it.
+    #[serde(default, skip_serializing_if = "DeliveryOrder::is_unordered")]
+    pub ordering: DeliveryOrder,
+    /// With `ordering: fifo`: the header of the published event whose value is the partition
+    /// key. Order is kept per value (events without it share one partition), partitions
+    /// progress independently, `maxInFlight` of them at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(HEADER_NAME_PATTERN), length(min = 1, max = 256))]
+    pub partition_key_header: Option<String>,
 }
 
 /// TLS settings of an endpoint.
@@ -232,6 +251,9 @@ pub struct WebhookEndpointStatus {
     pub last_failure_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<LastFailure>,
+    /// FIFO endpoints: events waiting behind a failing one (0 when nothing fails); see README.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_back: Option<i64>,
     /// The last `webhook-operator.io/enable` annotation value the controller acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_enable: Option<LastEnable>,

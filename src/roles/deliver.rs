@@ -78,6 +78,7 @@ pub async fn serve(
         require_https: args.outbound.require_https,
         metrics: connected.metrics.clone(),
         breaker: args.breaker,
+        limits: args.pipeline.event_limits(),
     });
     tokio::spawn(delivery::run(
         ctx,

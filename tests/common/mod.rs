@@ -471,6 +471,14 @@ pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub at: Instant,
+    /// The status the receiver answered with.
+    pub status: u16,
+}
+
+impl Received {
+    pub fn succeeded(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
 }
 
 #[derive(Default)]
@@ -480,6 +488,8 @@ struct ReceiverState {
     defaults: HashMap<String, Reply>,
     in_flight: HashMap<String, usize>,
     max_in_flight: HashMap<String, usize>,
+    /// Per (path, webhook-id): failures (503) still to answer; `u32::MAX` until released.
+    failing: HashMap<(String, String), u32>,
 }
 
 /// An HTTP server that records every request and answers per path from a script.
@@ -538,6 +548,40 @@ impl Receiver {
             .insert(path.into(), reply);
     }
 
+    /// Answers 503 to the first `times` deliveries of event `id` on `path` (before any script).
+    pub fn fail_first(&self, path: &str, id: &str, times: u32) {
+        self.state
+            .lock()
+            .unwrap()
+            .failing
+            .insert((path.into(), id.into()), times);
+    }
+
+    /// Answers 503 to every delivery of event `id` on `path` until [`Receiver::release`].
+    pub fn hold(&self, path: &str, id: &str) {
+        self.fail_first(path, id, u32::MAX);
+    }
+
+    pub fn release(&self, path: &str, id: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .failing
+            .remove(&(path.to_owned(), id.to_owned()));
+    }
+
+    /// Webhook ids of the deliveries on `path` answered 2xx, each at its first success: the
+    /// order in which the receiver saw each event for the first time successfully.
+    pub fn first_successes(&self, path: &str) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        self.received(path)
+            .iter()
+            .filter(|r| r.succeeded())
+            .map(|r| header(r, "webhook-id").to_owned())
+            .filter(|id| seen.insert(id.clone()))
+            .collect()
+    }
+
     pub fn received(&self, path: &str) -> Vec<Received> {
         self.state
             .lock()
@@ -583,12 +627,6 @@ async fn handle(
     let path = uri.path().to_owned();
     let reply = {
         let mut s = state.lock().unwrap();
-        s.received.push(Received {
-            path: path.clone(),
-            headers,
-            body,
-            at: Instant::now(),
-        });
         let now = {
             let n = s.in_flight.entry(path.clone()).or_default();
             *n += 1;
@@ -596,10 +634,35 @@ async fn handle(
         };
         let max = s.max_in_flight.entry(path.clone()).or_default();
         *max = (*max).max(now);
-        let scripted = s.scripts.get_mut(&path).and_then(VecDeque::pop_front);
-        scripted
+        let id = headers
+            .get("webhook-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let failure = match s.failing.get_mut(&(path.clone(), id)) {
+            Some(left) if *left > 0 => {
+                *left = left.saturating_sub(u32::from(*left != u32::MAX));
+                Some(Reply::Status(503))
+            }
+            _ => None,
+        };
+        let reply = failure
+            .or_else(|| s.scripts.get_mut(&path).and_then(VecDeque::pop_front))
             .or_else(|| s.defaults.get(&path).cloned())
-            .unwrap_or(Reply::Status(200))
+            .unwrap_or(Reply::Status(200));
+        let status = match &reply {
+            Reply::Status(code) | Reply::RetryAfter(code, _) => *code,
+            Reply::Redirect(_) => 302,
+            Reply::Delay(_) => 200,
+        };
+        s.received.push(Received {
+            path: path.clone(),
+            headers,
+            body,
+            at: Instant::now(),
+            status,
+        });
+        reply
     };
     let response = match reply {
         Reply::Status(code) => (

@@ -1,5 +1,6 @@
 //! Delivery: one worker per endpoint, started, reconfigured and stopped as routes, Secrets,
-//! ConfigMaps and the auto-disabled set change.
+//! ConfigMaps and the auto-disabled set change. A worker delivers the endpoint's jobs and, for
+//! a FIFO endpoint, its FIFO queue.
 
 pub mod address_guard;
 pub mod attempt;
@@ -7,7 +8,10 @@ pub mod backoff;
 pub mod breaker;
 pub mod clients;
 pub mod egress_proxy;
+mod ordered;
+mod outcome;
 pub mod outgoing;
+mod shared;
 pub mod signature;
 mod worker;
 
@@ -29,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::{address_guard::GuardedClient, clients::Clients};
 use super::{
+    plan::EventLimits,
     route_store::{self, RoutesRx},
     stats::DisabledRx,
 };
@@ -39,6 +44,11 @@ use crate::{
         signing_keys::SigningKeys,
     },
 };
+
+/// Slack on top of the request timeout before JetStream redelivers an unacknowledged job (or
+/// FIFO head). Short, because it is also how long the work of a crashed process waits to come
+/// back.
+pub const ACK_SLACK: Duration = Duration::from_secs(5);
 
 /// Secrets and ConfigMaps of every served tenant, by namespace.
 pub type TenantData = BTreeMap<String, NamespaceData>;
@@ -53,6 +63,8 @@ pub struct DeliveryContext {
     pub require_https: bool,
     pub metrics: Arc<Metrics>,
     pub breaker: BreakerSettings,
+    /// FIFO queues decide which events are theirs as the router does, with the same limits.
+    pub limits: EventLimits,
 }
 
 /// What a worker needs: the endpoint's settings, what its references resolve to (or why they
@@ -127,7 +139,7 @@ pub async fn run(
         reconcile_workers(
             &ctx,
             &mut workers,
-            &snapshot,
+            (&snapshot, &routes),
             &data,
             &current_disabled,
             &cancel,
@@ -149,10 +161,11 @@ pub async fn run(
     }
 }
 
+/// `routes`: the snapshot to serve, and the watch it came from (FIFO queues follow it).
 fn reconcile_workers(
     ctx: &Arc<DeliveryContext>,
     workers: &mut HashMap<EndpointKey, WorkerHandle>,
-    routes: &CompiledRoutes,
+    (routes, routes_rx): (&CompiledRoutes, &RoutesRx),
     data: &TenantData,
     disabled: &BTreeSet<EndpointKey>,
     cancel: &CancellationToken,
@@ -204,6 +217,7 @@ fn reconcile_workers(
                     ctx.clone(),
                     key.clone(),
                     rx,
+                    routes_rx.clone(),
                     pending.clone(),
                     worker_cancel.clone(),
                 ));

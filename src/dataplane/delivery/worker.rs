@@ -8,9 +8,8 @@
 
 use std::{
     collections::HashMap,
-    num::NonZeroU32,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -18,101 +17,63 @@ use std::{
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures::StreamExt;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use jiff::Timestamp;
 use tokio::{sync::watch, task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    DeliveryContext, EndpointState, attempt,
-    backoff::retry_delay,
-    breaker::{Admission, CircuitBreaker, Permit, Transition},
+    ACK_SLACK, DeliveryContext, EndpointState,
+    breaker::{Admission, CircuitBreaker, Permit},
+    ordered,
+    outcome::{self, Try},
+    shared::EndpointShared,
 };
 use crate::{
     dataplane::{
-        attempt_log::{AttemptRecord, Outcome},
-        job::{DeadLetter, Job},
-        publisher,
+        job::Job,
+        route_store::RoutesRx,
         topology::{JOBS_STREAM, delivery_consumer, job_subject},
     },
-    metrics::{AttemptLabels, EndpointLabels, Metrics},
     model::{EndpointConfig, EndpointKey},
 };
 
 /// How long one pull waits for jobs before the loop re-reads its configuration.
 const PULL_EXPIRY: Duration = Duration::from_secs(2);
-/// Slack on top of the request timeout before JetStream redelivers an unacknowledged job.
-/// Short, because it is also how long the jobs of a crashed process wait to come back.
-const ACK_SLACK: Duration = Duration::from_secs(5);
 /// Delay of a job given back unattempted because the circuit opened: past the pull that
 /// fetched it, so that pull cannot fetch it again.
 const HOLD_BACK_DELAY: Duration = Duration::from_secs(3);
 /// Bound on the held-back bookkeeping (jobs given back, by stream sequence).
 const MAX_HELD_BACK: usize = 50_000;
 
-/// The breaker of one endpoint, shared by its loop and its attempts; keeps the
-/// `webhook_circuit_open` gauge in step.
-struct Breaker {
-    key: EndpointKey,
-    metrics: Arc<Metrics>,
-    state: Mutex<CircuitBreaker>,
-}
-
-impl Breaker {
-    fn with<T>(&self, f: impl FnOnce(&mut CircuitBreaker) -> T) -> T {
-        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    fn record(&self, succeeded: bool) {
-        let transition = self.with(|b| b.record(succeeded, Instant::now()));
-        let gauge = self
-            .metrics
-            .circuit_open
-            .get_or_create(&Metrics::tenant(&self.key.tenant));
-        match transition {
-            Some(Transition::Opened) => {
-                gauge.inc();
-                tracing::warn!(endpoint = %self.key, "circuit opened: consecutive failures reached the threshold; holding the backlog back and probing");
-            }
-            Some(Transition::Closed) => {
-                gauge.dec();
-                tracing::info!(endpoint = %self.key, "circuit closed: a delivery succeeded; sending the backlog");
-            }
-            None => {}
-        }
-    }
-}
-
-impl Drop for Breaker {
-    fn drop(&mut self) {
-        if !self.with(|b| b.is_closed()) {
-            self.metrics
-                .circuit_open
-                .get_or_create(&Metrics::tenant(&self.key.tenant))
-                .dec();
-        }
-    }
-}
-
+/// Delivers the endpoint's jobs until `cancel`; for a FIFO endpoint (or one that was), its
+/// queue too, alongside (see [`ordered`]).
 pub async fn run(
     ctx: Arc<DeliveryContext>,
     key: EndpointKey,
     mut state: watch::Receiver<Arc<EndpointState>>,
+    routes: RoutesRx,
     pending: Arc<AtomicU64>,
     cancel: CancellationToken,
 ) {
-    let breaker = Arc::new(Breaker {
-        key: key.clone(),
-        metrics: ctx.metrics.clone(),
-        state: Mutex::new(CircuitBreaker::new(ctx.breaker)),
-    });
+    let shared = Arc::new(EndpointShared::new(
+        key.clone(),
+        ctx.metrics.clone(),
+        CircuitBreaker::new(ctx.breaker),
+    ));
+    tokio::spawn(ordered::run(
+        ctx.clone(),
+        key.clone(),
+        state.clone(),
+        routes,
+        shared.clone(),
+        cancel.clone(),
+    ));
     // Jobs given back unattempted, by stream sequence, with how often: JetStream counts those
     // deliveries too, and they must not use up the job's attempts.
     let mut held_back: HashMap<u64, u32> = HashMap::new();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            result = serve(&ctx, &key, &mut state, &pending, &breaker, &mut held_back) => {
+            result = serve(&ctx, &key, &mut state, &pending, &shared, &mut held_back) => {
                 if let Err(error) = result {
                     tracing::warn!(endpoint = %key, %error, "delivery loop interrupted; retrying");
                 }
@@ -127,12 +88,12 @@ async fn serve(
     key: &EndpointKey,
     state_rx: &mut watch::Receiver<Arc<EndpointState>>,
     pending: &AtomicU64,
-    breaker: &Arc<Breaker>,
+    shared: &Arc<EndpointShared>,
     held_back: &mut HashMap<u64, u32>,
 ) -> Result<(), String> {
+    let breaker = &shared.breaker;
     let mut state = state_rx.borrow_and_update().clone();
     let mut consumer = ensure_consumer(&ctx.js, key, &state.config).await?;
-    let mut limiter = rate_limiter(&state.config);
     // A probe of an earlier loop was aborted with it: probe again.
     breaker.with(|b| b.probe_now(Instant::now()));
     // Dropping the set aborts attempts in flight; their jobs were not acknowledged and return.
@@ -143,9 +104,6 @@ async fn serve(
         if !Arc::ptr_eq(&next, &state) {
             if next.config.timeout != state.config.timeout {
                 consumer = ensure_consumer(&ctx.js, key, &next.config).await?;
-            }
-            if next.config.rate_limit != state.config.rate_limit {
-                limiter = rate_limiter(&next.config);
             }
             if state.disabled && !next.disabled {
                 tracing::info!(endpoint = %key, "endpoint re-enabled; resuming delivery");
@@ -220,7 +178,7 @@ async fn serve(
                     continue;
                 }
             };
-            if let Some(limiter) = &limiter {
+            if let Some(limiter) = shared.limiter(&state.config) {
                 let waited = Instant::now();
                 limiter.until_ready().await;
                 if waited.elapsed() > ACK_SLACK / 2 {
@@ -237,7 +195,7 @@ async fn serve(
                     given_back,
                     probe,
                 },
-                breaker.clone(),
+                shared.clone(),
             ));
         }
     }
@@ -278,15 +236,6 @@ async fn ensure_consumer(
     .map_err(|e| format!("creating consumer for {key}: {e}"))
 }
 
-fn rate_limiter(config: &EndpointConfig) -> Option<DefaultDirectRateLimiter> {
-    let rate = config.rate_limit?;
-    let per_second = NonZeroU32::new(rate.requests_per_second)?;
-    let burst = NonZeroU32::new(rate.burst).unwrap_or(per_second);
-    Some(RateLimiter::direct(
-        Quota::per_second(per_second).allow_burst(burst),
-    ))
-}
-
 /// A job as fetched for one attempt.
 struct Fetched {
     message: jetstream::Message,
@@ -303,13 +252,14 @@ async fn deliver(
     key: EndpointKey,
     state: Arc<EndpointState>,
     fetched: Fetched,
-    breaker: Arc<Breaker>,
+    shared: Arc<EndpointShared>,
 ) {
     let Fetched {
         message,
         given_back,
         probe,
     } = fetched;
+    let breaker = &shared.breaker;
     // A probe that ends without an HTTP attempt says nothing about the endpoint.
     let inconclusive = || {
         if probe {
@@ -317,7 +267,7 @@ async fn deliver(
         }
     };
     // JetStream's delivery count, less the deliveries that only gave the job back.
-    let attempt = message
+    let number = message
         .info()
         .map(|i| {
             (i.delivered.max(1) as u32)
@@ -341,60 +291,17 @@ async fn deliver(
         inconclusive();
         return;
     };
-    let config = &state.config;
-    let policy = &config.retry;
-    let age = |at: Timestamp| at.duration_since(job.published).unsigned_abs();
-
-    let now = Timestamp::now();
-    let (record, delay) = if age(now) > policy.max_age {
-        let why = format!(
-            "event is older than maxAge {}",
-            crate::model::duration::format(policy.max_age)
-        );
-        inconclusive();
-        (
-            AttemptRecord::rejected(&job, "MaxAgeExceeded", why, now),
-            None,
-        )
-    } else {
-        let report = attempt::send(config, resolved, &job).await;
-        let finished = Timestamp::now();
-        observe(&ctx.metrics, &key, &report, &job, finished);
-        breaker.record(report.succeeded());
-        let mut delay = None;
-        let outcome = if report.succeeded() {
-            Outcome::Delivered
-        } else if !report.retryable() || attempt >= policy.max_attempts {
-            Outcome::DeadLettered
-        } else {
-            let wait = retry_delay(policy, attempt, report.retry_after);
-            let next = finished + wait;
-            if age(next) > policy.max_age {
-                Outcome::DeadLettered
-            } else {
-                delay = Some(wait);
-                Outcome::Retrying {
-                    next_attempt_time: next,
-                }
-            }
-        };
-        let record = AttemptRecord {
-            time: finished,
-            event_id: job.event_id.clone(),
-            event_type: job.event_type.clone(),
-            attempt,
-            result: report.result,
-            reason: report.reason,
-            status_code: report.status_code,
-            duration_ms: report.duration.as_millis() as u64,
-            error: report.error,
-            response_body: report.response_body,
-            outcome,
-        };
-        (record, delay)
-    };
-
-    if let Err(error) = settle(&ctx, &key, &job, &record).await {
+    let (record, delay) = outcome::attempt(
+        &ctx,
+        &key,
+        &state.config,
+        resolved,
+        &job,
+        breaker,
+        Try { number, probe },
+    )
+    .await;
+    if let Err(error) = outcome::settle(&ctx, &key, &job, &record).await {
         tracing::warn!(endpoint = %key, event_id = %job.event_id, %error, "could not record attempt; job will be retried");
         let _ = message
             .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
@@ -407,67 +314,5 @@ async fn deliver(
     };
     if let Err(error) = ack {
         tracing::warn!(endpoint = %key, event_id = %job.event_id, %error, "acknowledgement lost; the job may be delivered again");
-    }
-}
-
-/// Stores what happened durably before the job is acknowledged: dead letter first, then the log.
-async fn settle(
-    ctx: &DeliveryContext,
-    key: &EndpointKey,
-    job: &Job,
-    record: &AttemptRecord,
-) -> Result<(), publisher::PublishError> {
-    if record.outcome == Outcome::DeadLettered {
-        let letter = DeadLetter {
-            reason: record
-                .reason
-                .clone()
-                .unwrap_or_else(|| record.result.as_label().into()),
-            message: record.error.clone().unwrap_or_default(),
-            status_code: record.status_code,
-            attempts: record.attempt,
-            time: record.time,
-        };
-        publisher::dead_letter(&ctx.js, key, job, &letter).await?;
-        publisher::record_attempt(&ctx.js, key, record).await?;
-        // Counted once both are stored: a failed write is retried, and must not count twice.
-        let labels = EndpointLabels {
-            tenant: key.tenant.clone(),
-            endpoint: ctx.metrics.endpoint_label(&key.name),
-        };
-        ctx.metrics.dead_lettered.get_or_create(&labels).inc();
-        tracing::warn!(endpoint = %key, event_id = %job.event_id, reason = ?letter.reason, attempts = letter.attempts, "dead-lettered");
-        return Ok(());
-    }
-    publisher::record_attempt(&ctx.js, key, record).await
-}
-
-fn observe(
-    metrics: &Metrics,
-    key: &EndpointKey,
-    report: &attempt::AttemptReport,
-    job: &Job,
-    finished: Timestamp,
-) {
-    let tenant = Metrics::tenant(&key.tenant);
-    let labels = AttemptLabels {
-        tenant: key.tenant.clone(),
-        endpoint: metrics.endpoint_label(&key.name),
-        result: report.result.as_label(),
-    };
-    metrics.delivery_attempts.get_or_create(&labels).inc();
-    metrics
-        .delivery_duration
-        .get_or_create(&tenant)
-        .observe(report.duration.as_secs_f64());
-    if report.succeeded() {
-        let latency = finished
-            .duration_since(job.published)
-            .as_secs_f64()
-            .max(0.0);
-        metrics
-            .delivery_latency
-            .get_or_create(&tenant)
-            .observe(latency);
     }
 }
