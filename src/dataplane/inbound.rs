@@ -38,6 +38,21 @@ pub struct Inbound<'a> {
     body: OnceLock<Result<Value, serde_json::Error>>,
 }
 
+/// Why `payload`, declared `content_type`, is not the JSON it claims to be (checked without
+/// building a value); `None` when it is valid or not declared JSON. Routed events and re-sent
+/// jobs are held to this same rule.
+pub fn json_problem(content_type: &str, payload: &[u8]) -> Option<String> {
+    if !cloudevent::is_json(content_type) {
+        return None;
+    }
+    let error = serde_json::from_slice::<serde::de::IgnoredAny>(payload).err()?;
+    Some(not_json(content_type, error))
+}
+
+fn not_json(content_type: &str, error: impl std::fmt::Display) -> String {
+    format!("payload declared {content_type} is not valid JSON: {error}")
+}
+
 impl<'a> Inbound<'a> {
     /// Reads an event published to `events.<tenant>.<subject_type>`; `fallback_id` names it
     /// when neither `Nats-Msg-Id` nor a CloudEvent does. A structured CloudEvent over
@@ -117,19 +132,12 @@ impl<'a> Inbound<'a> {
         if !self.json {
             return None;
         }
-        let error = if need_value || self.body.get().is_some() {
-            self.parsed().as_ref().err().map(ToString::to_string)
+        if need_value || self.body.get().is_some() {
+            let error = self.parsed().as_ref().err()?;
+            Some(not_json(&self.content_type, error))
         } else {
-            serde_json::from_slice::<serde::de::IgnoredAny>(self.payload)
-                .err()
-                .map(|e| e.to_string())
-        };
-        error.map(|e| {
-            format!(
-                "payload declared {} is not valid JSON: {e}",
-                self.content_type
-            )
-        })
+            json_problem(&self.content_type, self.payload)
+        }
     }
 
     pub fn payload_len(&self) -> usize {

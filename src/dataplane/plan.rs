@@ -6,7 +6,7 @@ use async_nats::jetstream;
 use jiff::Timestamp;
 
 use super::{
-    inbound::Inbound,
+    inbound::{Inbound, json_problem},
     job::{Job, TARGET_ENDPOINT},
     topology::{EVENTS_STREAM, parse_event_subject},
 };
@@ -38,20 +38,7 @@ pub fn rejection(job: &Job, limits: &EventLimits) -> Option<(&'static str, Strin
     if let Some(problem) = too_large(job.payload.len(), limits) {
         return Some(problem);
     }
-    let is_json = job.content_type.split(';').next().is_some_and(|t| {
-        let t = t.trim().to_ascii_lowercase();
-        t == "application/json" || t.ends_with("+json")
-    });
-    if is_json && let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&job.payload) {
-        return Some((
-            "InvalidPayload",
-            format!(
-                "payload declared {} is not valid JSON: {error}",
-                job.content_type
-            ),
-        ));
-    }
-    None
+    json_problem(&job.content_type, &job.payload).map(|why| ("InvalidPayload", why))
 }
 
 /// `PayloadTooLarge`, for an event as routed and for a job re-sent alike.
