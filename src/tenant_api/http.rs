@@ -248,27 +248,16 @@ async fn create(
             .map_err(ApiError::Store)
     }
     .await;
-    audit(
-        &state,
-        &caller,
-        Action::Create,
-        kind,
-        &name,
-        &result,
-        StatusCode::CREATED,
-    )
-    .await;
-    match result {
-        Ok(object) => {
-            let location = format!("/v1/tenant/{}/{}", kind.collection(), object.name);
-            let mut response = (StatusCode::CREATED, Json(object)).into_response();
-            if let Ok(value) = HeaderValue::from_str(&location) {
-                response.headers_mut().insert(header::LOCATION, value);
-            }
-            response
+    let created = |object: Object| {
+        let location = format!("/v1/tenant/{}/{}", kind.collection(), object.name);
+        let mut response = (StatusCode::CREATED, Json(object)).into_response();
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, value);
         }
-        Err(error) => error.into_response(),
-    }
+        response
+    };
+    let audited = Audited::new(Action::Create, kind, &name, StatusCode::CREATED);
+    answer(&state, &caller, audited, result, created).await
 }
 
 async fn replace(
@@ -293,20 +282,11 @@ async fn replace(
             .map_err(ApiError::Store)
     }
     .await;
-    audit(
-        &state,
-        &caller,
-        Action::Replace,
-        kind,
-        &name,
-        &result,
-        StatusCode::OK,
-    )
-    .await;
-    match result {
-        Ok(object) => Json(object).into_response(),
-        Err(error) => error.into_response(),
-    }
+    let audited = Audited::new(Action::Replace, kind, &name, StatusCode::OK);
+    answer(&state, &caller, audited, result, |object| {
+        Json(object).into_response()
+    })
+    .await
 }
 
 async fn delete(
@@ -326,20 +306,11 @@ async fn delete(
             .map_err(ApiError::Store),
         Err(error) => Err(error),
     };
-    audit(
-        &state,
-        &caller,
-        Action::Delete,
-        kind,
-        &name,
-        &result,
-        StatusCode::NO_CONTENT,
-    )
-    .await;
-    match result {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(error) => error.into_response(),
-    }
+    let audited = Audited::new(Action::Delete, kind, &name, StatusCode::NO_CONTENT);
+    answer(&state, &caller, audited, result, |()| {
+        StatusCode::NO_CONTENT.into_response()
+    })
+    .await
 }
 
 /// The endpoint's signing keys, newest first (what Svix's `GET .../secret` answers, and every
@@ -357,7 +328,8 @@ async fn read_secret(
             .map_err(ApiError::Store),
         Err(error) => Err(error),
     };
-    audited_secret(&state, &caller, Action::ReadSecret, &name, result).await
+    let audited = Audited::new(Action::ReadSecret, Kind::Endpoint, &name, StatusCode::OK);
+    answer(&state, &caller, audited, result, |s| secret_response(&s)).await
 }
 
 /// Puts a fresh key first; the previous keys keep signing for the body's `overlap` (or the
@@ -379,31 +351,8 @@ async fn rotate_secret(
             .map_err(ApiError::Store)
     }
     .await;
-    audited_secret(&state, &caller, Action::RotateSecret, &name, result).await
-}
-
-/// Audits a read or rotation of endpoint `name`'s signing keys, then answers with them.
-async fn audited_secret(
-    state: &TenantApiState,
-    caller: &Principal,
-    action: Action,
-    name: &str,
-    result: Result<SigningSecret, ApiError>,
-) -> Response {
-    audit(
-        state,
-        caller,
-        action,
-        Kind::Endpoint,
-        name,
-        &result,
-        StatusCode::OK,
-    )
-    .await;
-    match result {
-        Ok(secret) => secret_response(&secret),
-        Err(error) => error.into_response(),
-    }
+    let audited = Audited::new(Action::RotateSecret, Kind::Endpoint, &name, StatusCode::OK);
+    answer(&state, &caller, audited, result, |s| secret_response(&s)).await
 }
 
 /// `{"key", "keys", "secretName", "previousKeysExpire"?}`, never cached on the way.
@@ -464,17 +413,37 @@ async fn check_endpoint_exists(
     }
 }
 
-async fn audit<T>(
-    state: &TenantApiState,
-    caller: &Principal,
+/// What one request did, for its audit record.
+struct Audited<'a> {
     action: Action,
     kind: Kind,
-    name: &str,
-    result: &Result<T, ApiError>,
+    name: &'a str,
+    /// The status a success answers with.
     success: StatusCode,
-) {
-    let (outcome, status, reason) = match result {
-        Ok(_) => (Outcome::Success, success, None),
+}
+
+impl<'a> Audited<'a> {
+    fn new(action: Action, kind: Kind, name: &'a str, success: StatusCode) -> Self {
+        Self {
+            action,
+            kind,
+            name,
+            success,
+        }
+    }
+}
+
+/// Stores the audit record of `result` (before anything is answered), then answers: with
+/// `respond` on success, with the error's status and body otherwise.
+async fn answer<T>(
+    state: &TenantApiState,
+    caller: &Principal,
+    audited: Audited<'_>,
+    result: Result<T, ApiError>,
+    respond: impl FnOnce(T) -> Response,
+) -> Response {
+    let (outcome, status, reason) = match &result {
+        Ok(_) => (Outcome::Success, audited.success, None),
         Err(error) => (
             error.outcome(),
             error.status(),
@@ -487,12 +456,16 @@ async fn audit<T>(
             time: Timestamp::now(),
             tenant: caller.namespace.clone(),
             key_id: caller.key_id.clone(),
-            action,
-            kind: kind.kind().to_owned(),
-            name: name.to_owned(),
+            action: audited.action,
+            kind: audited.kind.kind().to_owned(),
+            name: audited.name.to_owned(),
             outcome,
             status: status.as_u16(),
             reason,
         })
         .await;
+    match result {
+        Ok(value) => respond(value),
+        Err(error) => error.into_response(),
+    }
 }
