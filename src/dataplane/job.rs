@@ -191,20 +191,29 @@ fn sanitize_header(text: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn job_round_trips_through_headers() {
-        let job = Job {
+    /// Event `msg_1` of type `order.paid`, as first routed.
+    fn order_paid() -> Job {
+        Job {
             event_id: "msg_1".into(),
             event_type: "order.paid".into(),
             content_type: "application/json".into(),
             published: Timestamp::from_second(1_700_000_000).unwrap_or(Timestamp::UNIX_EPOCH),
             payload: Bytes::from_static(b"{}"),
+            attributes: BTreeMap::new(),
+            schema_invalid: false,
             resend: None,
+        }
+    }
+
+    #[test]
+    fn job_round_trips_through_headers() {
+        let job = Job {
             attributes: BTreeMap::from([
                 ("source".to_string(), "/shop".to_string()),
                 ("traceparent".to_string(), "00-1-01".to_string()),
             ]),
             schema_invalid: true,
+            ..order_paid()
         };
         let headers = job.headers("orders");
         assert_eq!(
@@ -224,16 +233,7 @@ mod tests {
 
     #[test]
     fn a_resent_job_has_its_own_message_id_and_keeps_the_publication_time() {
-        let job = Job {
-            event_id: "msg_1".into(),
-            event_type: "order.paid".into(),
-            content_type: "application/json".into(),
-            published: Timestamp::from_second(1_700_000_000).unwrap_or(Timestamp::UNIX_EPOCH),
-            payload: Bytes::from_static(b"{}"),
-            attributes: BTreeMap::new(),
-            schema_invalid: false,
-            resend: None,
-        };
+        let job = order_paid();
         let now = Timestamp::from_second(1_700_100_000).unwrap_or(Timestamp::UNIX_EPOCH);
         let again = job
             .resent("replay-7".into(), now)
